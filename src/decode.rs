@@ -1,0 +1,271 @@
+//! Raw payloads to Arrow: one micro-batch of JSON records becomes one `RecordBatch`.
+//!
+//! The fast path hands the whole micro-batch to arrow-json's tape decoder. Only when that fails
+//! (bad JSON, a wrong type, a missing required field, not exactly one object per record) does the
+//! batch go record by record, so the bad records are set aside with their reason and position
+//! and every good record still gets through.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow_json::reader::{Decoder, ReaderBuilder};
+
+use crate::error::Result;
+use crate::schema::StreamSchema;
+
+/// Where a micro-batch's records came from, so a rejected one can be found again.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Lines of a file; record `i` is line `first_line + i`.
+    Lines { file: Arc<str>, first_line: u64 },
+    /// Kafka messages; one (partition, offset) per record.
+    Kafka {
+        topic: Arc<str>,
+        offsets: Vec<(i32, i64)>,
+    },
+    /// The in-process generator; record `i` is event `first + i` of this stream.
+    Generator { first: u64 },
+}
+
+impl Origin {
+    /// A human-readable position for record `i`.
+    pub fn position(&self, i: usize) -> String {
+        match self {
+            Origin::Lines { file, first_line } => format!("{file}:{}", first_line + i as u64),
+            Origin::Kafka { topic, offsets } => match offsets.get(i) {
+                Some((p, o)) => format!("{topic}/{p}@{o}"),
+                None => format!("{topic}/?"),
+            },
+            Origin::Generator { first } => format!("generator#{}", first + i as u64),
+        }
+    }
+}
+
+/// A micro-batch of raw records for one stream.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// Index of the stream in [`crate::schema::Streams`].
+    pub stream: usize,
+    /// The records' bytes, back to back (separated by whitespace or not at all).
+    pub data: Vec<u8>,
+    /// End offset (exclusive) of each record in `data`.
+    pub ends: Vec<usize>,
+    pub origin: Origin,
+    /// When the batch was read (ms since the epoch), for end-to-end latency.
+    pub read_at_ms: i64,
+}
+
+impl RawBatch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn record(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+    /// Builds a batch from newline-separated records (each line one record; blank lines kept
+    /// as records so that line numbers stay right and blank lines are reported).
+    pub fn from_lines(stream: usize, data: Vec<u8>, origin: Origin) -> Self {
+        let mut ends = Vec::with_capacity(data.len() / 128 + 1);
+        for (i, &b) in data.iter().enumerate() {
+            if b == b'\n' {
+                ends.push(i + 1);
+            }
+        }
+        if data.last().is_some_and(|&b| b != b'\n') {
+            ends.push(data.len());
+        }
+        RawBatch {
+            stream,
+            data,
+            ends,
+            origin,
+            read_at_ms: now_ms(),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A record that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub position: String,
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+/// The result of decoding one micro-batch.
+#[derive(Debug)]
+pub struct Decoded {
+    pub batch: RecordBatch,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Decodes one stream's micro-batches, reusing arrow-json's decoder between batches.
+pub struct StreamDecoder {
+    schema: Arc<StreamSchema>,
+    decoder: Decoder,
+    batch_size: usize,
+    /// Columns that must not be null (arrow-json leaves a missing field null).
+    required: Vec<usize>,
+}
+
+/// The largest record accepted; anything bigger is set aside without parsing.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+impl StreamDecoder {
+    pub fn new(schema: Arc<StreamSchema>) -> Result<Self> {
+        let batch_size = 8192;
+        let decoder = build(&schema.arrow, batch_size)?;
+        let required = schema
+            .arrow
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.is_nullable())
+            .map(|(i, _)| i)
+            .collect();
+        Ok(StreamDecoder {
+            schema,
+            decoder,
+            batch_size,
+            required,
+        })
+    }
+
+    pub fn schema(&self) -> &Arc<StreamSchema> {
+        &self.schema
+    }
+
+    /// Decodes a micro-batch. Never fails on bad input: bad records come back in `rejected`.
+    pub fn decode(&mut self, raw: &RawBatch) -> Result<Decoded> {
+        let n = raw.len();
+        if n == 0 {
+            return Ok(Decoded {
+                batch: RecordBatch::new_empty(self.schema.arrow.clone()),
+                rejected: Vec::new(),
+            });
+        }
+        if n >= self.batch_size {
+            self.batch_size = n.next_power_of_two().max(8192);
+            self.decoder = build(&self.schema.arrow, self.batch_size)?;
+        }
+        if raw.data.len() <= n.saturating_mul(MAX_RECORD_BYTES) {
+            if let Some(batch) = self.fast_path(&raw.data, n) {
+                return Ok(Decoded {
+                    batch,
+                    rejected: Vec::new(),
+                });
+            }
+        }
+        // Something is wrong in this batch: start from a clean decoder and go record by record.
+        self.decoder = build(&self.schema.arrow, self.batch_size)?;
+        self.slow_path(raw)
+    }
+
+    fn fast_path(&mut self, data: &[u8], n: usize) -> Option<RecordBatch> {
+        let mut off = 0;
+        while off < data.len() {
+            match self.decoder.decode(&data[off..]) {
+                Ok(0) => break,
+                Ok(k) => off += k,
+                Err(_) => return None,
+            }
+        }
+        if off < data.len() {
+            return None;
+        }
+        let batch = self.decoder.flush().ok()??;
+        if batch.num_rows() != n || self.has_missing_required(&batch) {
+            return None;
+        }
+        Some(batch)
+    }
+
+    fn has_missing_required(&self, batch: &RecordBatch) -> bool {
+        self.required
+            .iter()
+            .any(|&i| batch.column(i).null_count() > 0)
+    }
+
+    fn slow_path(&mut self, raw: &RawBatch) -> Result<Decoded> {
+        let mut good = Vec::new();
+        let mut rejected = Vec::new();
+        for i in 0..raw.len() {
+            let rec = raw.record(i);
+            match self.one(rec) {
+                Ok(b) => good.push(b),
+                Err(reason) => {
+                    self.decoder = build(&self.schema.arrow, self.batch_size)?;
+                    let keep = rec.len().min(4096);
+                    rejected.push(Rejected {
+                        position: raw.origin.position(i),
+                        reason,
+                        payload: rec[..keep].to_vec(),
+                    })
+                }
+            }
+        }
+        let batch = concat_batches(&self.schema.arrow, &good)?;
+        Ok(Decoded { batch, rejected })
+    }
+
+    fn one(&mut self, rec: &[u8]) -> std::result::Result<RecordBatch, String> {
+        if rec.len() > MAX_RECORD_BYTES {
+            return Err(format!(
+                "record of {} bytes is over the {} byte limit",
+                rec.len(),
+                MAX_RECORD_BYTES
+            ));
+        }
+        if rec.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err("empty record".into());
+        }
+        if std::str::from_utf8(rec).is_err() {
+            return Err("record is not valid UTF-8".into());
+        }
+        let k = self.decoder.decode(rec).map_err(|e| clean(e.to_string()))?;
+        if k < rec.len() && !rec[k..].iter().all(|b| b.is_ascii_whitespace()) {
+            return Err("more than one JSON value in one record".into());
+        }
+        let batch = self
+            .decoder
+            .flush()
+            .map_err(|e| clean(e.to_string()))?
+            .ok_or_else(|| "no JSON object in record".to_string())?;
+        if batch.num_rows() != 1 {
+            return Err(format!("{} JSON values in one record", batch.num_rows()));
+        }
+        for &i in &self.required {
+            if batch.column(i).null_count() > 0 {
+                return Err(format!(
+                    "missing required field `{}`",
+                    self.schema.arrow.field(i).name()
+                ));
+            }
+        }
+        Ok(batch)
+    }
+}
+
+fn build(schema: &SchemaRef, batch_size: usize) -> Result<Decoder> {
+    Ok(ReaderBuilder::new(schema.clone())
+        .with_batch_size(batch_size)
+        .with_strict_mode(false)
+        .build_decoder()?)
+}
+
+fn clean(s: String) -> String {
+    s.trim_start_matches("Json error: ").to_string()
+}

@@ -1,0 +1,243 @@
+//! Incremental GROUP BY state: one set of DataFusion accumulators per group.
+//!
+//! Each micro-batch first goes through DataFusion's own *partial* aggregate (vectorised, one
+//! row of partial state per group the batch touches). Those rows are merged here into the
+//! accumulators of their groups (`Accumulator::merge_batch`), and only the touched groups are
+//! evaluated. So the cost of a batch is the batch plus the groups it touches, never the
+//! history; the state is one accumulator set per live group. Windowed groups are indexed by
+//! window end so the watermark can finalize and evict them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+use crate::error::{Error, Result};
+
+/// Which group column is a window start, and the window's length.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowSpec {
+    pub group_col: usize,
+    pub size_ms: i64,
+}
+
+struct Slot {
+    key: Box<[u8]>,
+    accs: Vec<Box<dyn Accumulator>>,
+}
+
+/// The accumulators of every live group of one view.
+pub struct GroupState {
+    aggs: Vec<Arc<AggregateFunctionExpr>>,
+    /// Number of partial-state columns of each aggregate, in order.
+    state_widths: Vec<usize>,
+    num_group_cols: usize,
+    converter: RowConverter,
+    /// Output schema: group columns, then one column per aggregate.
+    out_schema: SchemaRef,
+    index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    window: Option<WindowSpec>,
+    /// Window end -> slots of groups in windows ending then.
+    by_end: BTreeMap<i64, Vec<usize>>,
+}
+
+impl GroupState {
+    pub fn new(
+        aggs: Vec<Arc<AggregateFunctionExpr>>,
+        group_schema: &SchemaRef,
+        out_schema: SchemaRef,
+        window: Option<WindowSpec>,
+    ) -> Result<Self> {
+        let state_widths = aggs
+            .iter()
+            .map(|a| a.state_fields().map(|f| f.len()))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let converter = RowConverter::new(
+            group_schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(GroupState {
+            aggs,
+            state_widths,
+            num_group_cols: group_schema.fields().len(),
+            converter,
+            out_schema,
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            window,
+            by_end: BTreeMap::new(),
+        })
+    }
+
+    pub fn num_group_cols(&self) -> usize {
+        self.num_group_cols
+    }
+
+    /// Number of live groups.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Approximate bytes held by accumulators and keys.
+    pub fn size_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| s.key.len() + s.accs.iter().map(|a| a.size()).sum::<usize>())
+            .sum()
+    }
+
+    /// Merges one batch of partial aggregate state (group columns, then each aggregate's state
+    /// columns) and returns the slots it touched, in first-touched order.
+    pub fn merge(&mut self, partial: &RecordBatch, touched: &mut Vec<usize>) -> Result<()> {
+        let n = partial.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let g = self.num_group_cols;
+        let keys = if g == 0 {
+            None
+        } else {
+            Some(self.converter.convert_columns(&partial.columns()[..g])?)
+        };
+        let window_starts = match self.window {
+            Some(w) => Some(
+                partial
+                    .column(w.group_col)
+                    .as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .ok_or_else(|| {
+                        Error::Config("window column is not a millisecond timestamp".into())
+                    })?
+                    .clone(),
+            ),
+            None => None,
+        };
+        for i in 0..n {
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
+            let slot = match self.index.get(key) {
+                Some(&s) => s,
+                None => {
+                    let accs = self
+                        .aggs
+                        .iter()
+                        .map(|a| a.create_accumulator())
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    let s = match self.free.pop() {
+                        Some(s) => s,
+                        None => {
+                            self.slots.push(None);
+                            self.slots.len() - 1
+                        }
+                    };
+                    self.slots[s] = Some(Slot {
+                        key: key.into(),
+                        accs,
+                    });
+                    self.index.insert(key.into(), s);
+                    if let (Some(w), Some(starts)) = (self.window, &window_starts) {
+                        let end = if starts.is_null(i) {
+                            i64::MIN
+                        } else {
+                            starts.value(i) + w.size_ms
+                        };
+                        self.by_end.entry(end).or_default().push(s);
+                    }
+                    s
+                }
+            };
+            let Some(state) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            let mut col = g;
+            for (acc, &w) in state.accs.iter_mut().zip(&self.state_widths) {
+                let cols: Vec<ArrayRef> = (col..col + w)
+                    .map(|c| partial.column(c).slice(i, 1))
+                    .collect();
+                acc.merge_batch(&cols)?;
+                col += w;
+            }
+            touched.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Current values of the given groups: group columns, then one column per aggregate.
+    pub fn evaluate(&mut self, slots: &[usize]) -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_schema.fields().len());
+        if self.num_group_cols > 0 {
+            let parser = self.converter.parser();
+            let rows: Vec<_> = slots
+                .iter()
+                .filter_map(|&s| self.slots[s].as_ref())
+                .map(|st| parser.parse(&st.key))
+                .collect();
+            cols.extend(self.converter.convert_rows(rows)?);
+        }
+        for j in 0..self.aggs.len() {
+            let mut vals = Vec::with_capacity(slots.len());
+            for &s in slots {
+                if let Some(st) = self.slots[s].as_mut() {
+                    vals.push(st.accs[j].evaluate()?);
+                }
+            }
+            let field = self.out_schema.field(self.num_group_cols + j);
+            let arr = if vals.is_empty() {
+                arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(vals)?
+            };
+            let arr = if arr.data_type() != field.data_type() {
+                arrow::compute::cast(&arr, field.data_type())?
+            } else {
+                arr
+            };
+            cols.push(arr);
+        }
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(slots.len()));
+        Ok(RecordBatch::try_new_with_options(
+            self.out_schema.clone(),
+            cols,
+            &opts,
+        )?)
+    }
+
+    /// Slots of windows that end at or before `watermark`, oldest first; they are removed from
+    /// the window index (call [`GroupState::evict`] after evaluating them).
+    pub fn closing(&mut self, watermark: i64) -> Vec<usize> {
+        let mut out = Vec::new();
+        while let Some((&end, _)) = self.by_end.first_key_value() {
+            if end > watermark {
+                break;
+            }
+            if let Some((_, slots)) = self.by_end.pop_first() {
+                out.extend(slots);
+            }
+        }
+        out
+    }
+
+    /// Drops the state of the given groups.
+    pub fn evict(&mut self, slots: &[usize]) {
+        for &s in slots {
+            if let Some(st) = self.slots[s].take() {
+                self.index.remove(&st.key);
+                self.free.push(s);
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `LiveTable`: a DataFusion table whose rows are swapped in by the engine between executions.
+//!
+//! Every table a view reads is one of these: the current micro-batch of a stream, the current
+//! rows of a keyed table, or the current result of another view. Physical plans are built once;
+//! `LiveScanExec` reads whatever the table holds at the moment the plan is executed.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+
+/// What a live table holds right now.
+#[derive(Clone, Default)]
+pub struct LiveData {
+    batches: Arc<RwLock<Vec<RecordBatch>>>,
+}
+
+impl LiveData {
+    pub fn set(&self, batches: Vec<RecordBatch>) {
+        if let Ok(mut g) = self.batches.write() {
+            *g = batches;
+        }
+    }
+    pub fn get(&self) -> Vec<RecordBatch> {
+        self.batches.read().map(|g| g.clone()).unwrap_or_default()
+    }
+    pub fn num_rows(&self) -> usize {
+        self.batches
+            .read()
+            .map(|g| g.iter().map(|b| b.num_rows()).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// A table provider over [`LiveData`].
+#[derive(Clone)]
+pub struct LiveTable {
+    schema: SchemaRef,
+    data: LiveData,
+}
+
+impl fmt::Debug for LiveTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LiveTable({} columns)", self.schema.fields().len())
+    }
+}
+
+impl LiveTable {
+    pub fn new(schema: SchemaRef) -> Self {
+        LiveTable {
+            schema,
+            data: LiveData::default(),
+        }
+    }
+    pub fn data(&self) -> &LiveData {
+        &self.data
+    }
+}
+
+#[async_trait]
+impl TableProvider for LiveTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(LiveScanExec::new(
+            self.schema.clone(),
+            self.data.clone(),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// Scans a [`LiveData`] at execution time.
+#[derive(Debug)]
+pub struct LiveScanExec {
+    data: LiveData,
+    projection: Option<Vec<usize>>,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for LiveData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LiveData")
+    }
+}
+
+impl LiveScanExec {
+    pub fn new(schema: SchemaRef, data: LiveData, projection: Option<Vec<usize>>) -> Result<Self> {
+        let out = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema,
+        };
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(out),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(LiveScanExec {
+            data,
+            projection,
+            props: Arc::new(props),
+        })
+    }
+}
+
+impl DisplayAs for LiveScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "LiveScanExec: projection={:?}", self.projection)
+    }
+}
+
+impl ExecutionPlan for LiveScanExec {
+    fn name(&self) -> &'static str {
+        "LiveScanExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let batches = self.data.get();
+        Ok(Box::pin(MemoryStream::try_new(
+            batches,
+            self.props.eq_properties.schema().clone(),
+            self.projection.clone(),
+        )?))
+    }
+}
+
+impl LiveTable {
+    pub fn schema_ref(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

@@ -1,0 +1,768 @@
+//! The incremental engine: runs every view over each micro-batch.
+//!
+//! `Engine::process` takes one decoded batch of one stream and returns what changed in each
+//! view. Views run in dependency order; see [`plan`] for how a view's SQL is split into
+//! stateless, aggregate and recompute parts, [`aggregate`] for the per-group state, [`keyed`]
+//! for keyed tables and [`result`] for the changelog.
+//!
+//! Watermarks: per stream, the highest event time seen minus the stream's delay. An event
+//! behind its stream's watermark when it arrives is *late*: it is counted, returned to the
+//! caller (which writes it to the dead-letter file), and left out of windowed views, whose
+//! windows may already be final. Non-windowed views still count it. A window closes when the
+//! watermark passes its end: append-mode views emit its row then; every view drops its state.
+
+pub mod aggregate;
+pub mod functions;
+pub mod keyed;
+pub mod live;
+mod plan;
+pub mod result;
+pub mod view_file;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use arrow::compute::kernels::cmp::gt_eq;
+use arrow::compute::{and, concat_batches, filter_record_batch, not};
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion::prelude::SessionConfig;
+
+use crate::error::{Error, Result};
+use crate::schema::Streams;
+use aggregate::{GroupState, WindowSpec};
+use keyed::KeyedTable;
+use live::LiveTable;
+use result::{Changes, ViewResult};
+pub use view_file::{OutputMode, ViewDef};
+
+/// A table a view reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// An append-only event stream (index into `Streams`).
+    Stream(usize),
+    /// A keyed table (index into `Streams`).
+    Table(usize),
+    /// Another view (index into the engine's views).
+    View(usize),
+}
+
+/// What sinks and the console need to know about a view.
+#[derive(Debug, Clone)]
+pub struct ViewInfo {
+    pub name: String,
+    /// Hidden views are internal halves of a split view; they never reach a sink.
+    pub hidden: bool,
+    pub schema: SchemaRef,
+    /// Columns that identify a row (the sink's document id). Empty: the view has one row.
+    pub key_cols: Vec<usize>,
+    pub mode: OutputMode,
+    pub windowed: bool,
+    pub index: String,
+    pub text_fields: Vec<String>,
+    pub description: String,
+    pub path: PathBuf,
+    pub sql: String,
+}
+
+impl ViewInfo {
+    fn new(
+        def: &ViewDef,
+        name: &str,
+        hidden: bool,
+        schema: SchemaRef,
+        key_cols: Vec<usize>,
+        mode: OutputMode,
+        windowed: bool,
+    ) -> Self {
+        ViewInfo {
+            name: name.to_string(),
+            hidden,
+            schema,
+            key_cols,
+            mode,
+            windowed,
+            index: def.index_name(),
+            text_fields: def.text_fields.clone(),
+            description: def.description.clone(),
+            path: def.path.clone(),
+            sql: def.sql.clone(),
+        }
+    }
+    /// Names of the key columns.
+    pub fn key_names(&self) -> Vec<&str> {
+        self.key_cols
+            .iter()
+            .map(|&i| self.schema.field(i).name().as_str())
+            .collect()
+    }
+}
+
+/// A row-local step above a GROUP BY.
+pub(crate) enum Step {
+    Filter(Arc<dyn PhysicalExpr>),
+    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+}
+
+pub(crate) struct AggregateView {
+    stream: usize,
+    partial: Arc<dyn ExecutionPlan>,
+    groups: GroupState,
+    chain: Vec<Step>,
+    window: Option<WindowSpec>,
+    /// The output carries the GROUP BY columns at its end (its SELECT dropped some).
+    carry_keys: bool,
+}
+
+pub(crate) enum ViewKind {
+    Stateless {
+        stream: usize,
+        plan: Arc<dyn ExecutionPlan>,
+    },
+    Aggregate(Box<AggregateView>),
+    Recompute {
+        plan: Arc<dyn ExecutionPlan>,
+    },
+}
+
+pub(crate) struct CompiledView {
+    info: Arc<ViewInfo>,
+    kind: ViewKind,
+    inputs: Vec<Input>,
+    result: Option<ViewResult>,
+    live: LiveTable,
+    /// Whether another view reads this one (then its live table is kept current).
+    read_by_views: bool,
+    /// Latest rows of an append-only view, for the console and the REPL.
+    recent: VecDeque<RecordBatch>,
+}
+
+impl CompiledView {
+    fn new(info: ViewInfo, kind: ViewKind, inputs: Vec<Input>, result: Option<ViewResult>) -> Self {
+        let live = LiveTable::new(info.schema.clone());
+        CompiledView {
+            info: Arc::new(info),
+            kind,
+            inputs,
+            result,
+            live,
+            read_by_views: false,
+            recent: VecDeque::new(),
+        }
+    }
+}
+
+/// What one view changed in one step.
+#[derive(Debug, Clone)]
+pub struct ViewOutput {
+    pub view: Arc<ViewInfo>,
+    pub changes: Changes,
+}
+
+/// Everything one `process` call produced.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    pub outputs: Vec<ViewOutput>,
+    /// Late events (stream index, rows), to be written to the dead-letter file.
+    pub late: Vec<(usize, RecordBatch)>,
+}
+
+/// Per-stream counters.
+#[derive(Debug, Clone, Default)]
+pub struct StreamStats {
+    pub events: u64,
+    pub late: u64,
+    pub batches: u64,
+}
+
+/// Size of one view's state, for status displays.
+#[derive(Debug, Clone)]
+pub struct ViewStats {
+    pub name: String,
+    pub rows: usize,
+    pub groups: usize,
+    pub state_bytes: usize,
+}
+
+/// Rows kept per append-only view for display.
+const RECENT_ROWS: usize = 1000;
+
+/// The engine: every view, their state, and the tables they read.
+pub struct Engine {
+    ctx: SessionContext,
+    task_ctx: Arc<TaskContext>,
+    streams: Streams,
+    names: HashMap<String, Input>,
+    stream_tables: Vec<LiveTable>,
+    keyed: Vec<Option<KeyedTable>>,
+    views: Vec<CompiledView>,
+    /// Highest event time seen per stream.
+    max_event_time: Vec<Option<i64>>,
+    stats: Vec<StreamStats>,
+}
+
+/// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
+/// partitions and processes, not inside a micro-batch), runnel's functions, spans in errors.
+pub fn session() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_information_schema(true);
+    let opts = config.options_mut();
+    opts.sql_parser.collect_spans = true;
+    // Plans are executed many times; dynamic filters are per-execution state.
+    opts.optimizer.enable_dynamic_filter_pushdown = false;
+    opts.optimizer.enable_join_dynamic_filter_pushdown = false;
+    opts.optimizer.enable_topk_dynamic_filter_pushdown = false;
+    opts.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    // count(DISTINCT x) must stay one aggregate with mergeable state, not two GROUP BYs.
+    let rules: Vec<_> = datafusion::optimizer::Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .collect();
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for f in functions::all() {
+        ctx.register_udf(f);
+    }
+    ctx
+}
+
+impl Engine {
+    /// Plans every view. Fails on the first invalid view; see [`Engine::check`] for all errors.
+    pub async fn new(streams: Streams, defs: &[ViewDef]) -> Result<Self> {
+        let mut engine = Self::empty(streams)?;
+        for def in order_views(&engine.ctx, defs)? {
+            engine.compile(def).await?;
+        }
+        engine.mark_readers();
+        Ok(engine)
+    }
+
+    /// Plans every view and returns every problem found (empty: all good).
+    pub async fn check(streams: Streams, defs: &[ViewDef]) -> Result<Vec<Error>> {
+        let mut engine = Self::empty(streams)?;
+        let mut errors = Vec::new();
+        let ordered = match order_views(&engine.ctx, defs) {
+            Ok(o) => o,
+            Err(e) => return Ok(vec![e]),
+        };
+        for def in ordered {
+            if let Err(e) = engine.compile(def).await {
+                errors.push(e);
+            }
+        }
+        Ok(errors)
+    }
+
+    fn empty(streams: Streams) -> Result<Self> {
+        let ctx = session();
+        let mut names = HashMap::new();
+        let mut stream_tables = Vec::new();
+        let mut keyed = Vec::new();
+        for (i, s) in streams.streams.iter().enumerate() {
+            let table = LiveTable::new(s.arrow.clone());
+            ctx.register_table(s.name.as_str(), Arc::new(table.clone()))?;
+            stream_tables.push(table);
+            match s.key() {
+                Some(k) => {
+                    let key_col = s.arrow.index_of(k)?;
+                    keyed.push(Some(KeyedTable::new(
+                        s.arrow.clone(),
+                        key_col,
+                        s.event_time_index,
+                    )?));
+                    names.insert(s.name.clone(), Input::Table(i));
+                }
+                None => {
+                    keyed.push(None);
+                    names.insert(s.name.clone(), Input::Stream(i));
+                }
+            }
+        }
+        let n = streams.streams.len();
+        Ok(Engine {
+            task_ctx: ctx.task_ctx(),
+            ctx,
+            streams,
+            names,
+            stream_tables,
+            keyed,
+            views: Vec::new(),
+            max_event_time: vec![None; n],
+            stats: vec![StreamStats::default(); n],
+        })
+    }
+
+    fn register(&mut self, view: CompiledView) -> Result<()> {
+        let name = view.info.name.clone();
+        if self.names.contains_key(&name) {
+            return Err(Error::View {
+                path: view.info.path.clone(),
+                line: 1,
+                column: 1,
+                message: format!("`{name}` is already a stream or view name"),
+            });
+        }
+        self.ctx
+            .register_table(name.as_str(), Arc::new(view.live.clone()))?;
+        self.names.insert(name, Input::View(self.views.len()));
+        self.views.push(view);
+        Ok(())
+    }
+
+    fn mark_readers(&mut self) {
+        let read: HashSet<usize> = self
+            .views
+            .iter()
+            .flat_map(|v| v.inputs.iter())
+            .filter_map(|i| match i {
+                Input::View(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        for (i, v) in self.views.iter_mut().enumerate() {
+            v.read_by_views = read.contains(&i);
+        }
+    }
+
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+    /// The DataFusion session holding every stream, table and view (for ad-hoc queries).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+    /// The user-visible views, in dependency order.
+    pub fn views(&self) -> impl Iterator<Item = &Arc<ViewInfo>> {
+        self.views
+            .iter()
+            .filter(|v| !v.info.hidden)
+            .map(|v| &v.info)
+    }
+    pub fn stream_stats(&self) -> &[StreamStats] {
+        &self.stats
+    }
+    /// The watermark of a stream: highest event time seen minus its delay.
+    pub fn watermark(&self, stream: usize) -> Option<i64> {
+        let delay = self.streams.streams[stream].watermark_delay.as_millis() as i64;
+        self.max_event_time[stream].map(|t| t - delay)
+    }
+
+    /// Current result of a view (its live rows, or its latest rows if append-only).
+    pub fn snapshot(&mut self, view: &str) -> Result<Option<RecordBatch>> {
+        let Some(Input::View(i)) = self.names.get(view).copied() else {
+            return Ok(None);
+        };
+        let v = &mut self.views[i];
+        match &mut v.result {
+            Some(r) => Ok(Some(r.snapshot()?)),
+            None => {
+                let batches: Vec<&RecordBatch> = v.recent.iter().collect();
+                Ok(Some(concat_batches(&v.info.schema, batches)?))
+            }
+        }
+    }
+
+    /// Current rows of a keyed table.
+    pub fn table_rows(&self, stream: usize) -> Option<&RecordBatch> {
+        self.keyed.get(stream)?.as_ref().map(|k| k.rows())
+    }
+
+    /// State sizes per user-visible view.
+    pub fn view_stats(&self) -> Vec<ViewStats> {
+        self.views
+            .iter()
+            .filter(|v| !v.info.hidden)
+            .map(|v| ViewStats {
+                name: v.info.name.clone(),
+                rows: v.result.as_ref().map_or(0, |r| r.len()),
+                groups: match &v.kind {
+                    ViewKind::Aggregate(a) => a.groups.len(),
+                    _ => 0,
+                },
+                state_bytes: match &v.kind {
+                    ViewKind::Aggregate(a) => a.groups.size_bytes(),
+                    _ => 0,
+                },
+            })
+            .collect()
+    }
+
+    async fn execute(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
+        let plan = reset_plan_states(plan.clone())?;
+        Ok(datafusion::physical_plan::collect(plan, self.task_ctx.clone()).await?)
+    }
+
+    /// Runs one decoded micro-batch of one stream through every view.
+    pub async fn process(&mut self, stream: usize, batch: RecordBatch) -> Result<StepOutput> {
+        let mut out = StepOutput::default();
+        if batch.num_rows() == 0 {
+            return Ok(out);
+        }
+        let n = batch.num_rows() as u64;
+        self.stats[stream].events += n;
+        self.stats[stream].batches += 1;
+        let mut changed: HashSet<Input> = HashSet::new();
+        let mut on_time = batch.clone();
+        if let Some(table) = self.keyed[stream].as_mut() {
+            if table.upsert(&batch)? {
+                self.stream_tables[stream]
+                    .data()
+                    .set(vec![table.rows().clone()]);
+                changed.insert(Input::Table(stream));
+            }
+        } else {
+            let ts_col = self.streams.streams[stream].event_time_index;
+            let ts = batch
+                .column(ts_col)
+                .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            if let Some(wm) = self.watermark(stream) {
+                let mask = null_as_false(&gt_eq(ts, &TimestampMillisecondArray::new_scalar(wm))?);
+                if mask.true_count() < mask.len() {
+                    let late = filter_record_batch(&batch, &not(&mask)?)?;
+                    self.stats[stream].late += late.num_rows() as u64;
+                    out.late.push((stream, late));
+                    on_time = filter_record_batch(&batch, &mask)?;
+                }
+            }
+            let on_ts = on_time
+                .column(ts_col)
+                .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            if let Some(m) = arrow::compute::max(on_ts) {
+                let cur = &mut self.max_event_time[stream];
+                *cur = Some(cur.map_or(m, |c| c.max(m)));
+            }
+        }
+        let watermark = self.watermark(stream).unwrap_or(i64::MIN);
+        let stream_batches = (batch, on_time);
+        for i in 0..self.views.len() {
+            let changes = self
+                .step_view(i, stream, &stream_batches, watermark, &changed)
+                .await?;
+            self.publish(i, changes, &mut changed, &mut out)?;
+        }
+        self.stream_tables[stream].data().set(Vec::new());
+        if let Some(table) = self.keyed[stream].as_ref() {
+            self.stream_tables[stream]
+                .data()
+                .set(vec![table.rows().clone()]);
+        }
+        Ok(out)
+    }
+
+    /// End of input: closes every open window and propagates the results.
+    pub async fn finish(&mut self) -> Result<StepOutput> {
+        let mut out = StepOutput::default();
+        let mut changed: HashSet<Input> = HashSet::new();
+        for i in 0..self.views.len() {
+            let changes = match &self.views[i].kind {
+                ViewKind::Aggregate(a) if a.window.is_some() => self.close_windows(i, i64::MAX)?,
+                ViewKind::Recompute { .. }
+                    if self.views[i].inputs.iter().any(|x| changed.contains(x)) =>
+                {
+                    self.recompute(i).await?
+                }
+                _ => (Changes::none(), false),
+            };
+            self.publish(i, changes, &mut changed, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn publish(
+        &mut self,
+        i: usize,
+        (changes, evicted): (Changes, bool),
+        changed: &mut HashSet<Input>,
+        out: &mut StepOutput,
+    ) -> Result<()> {
+        if changes.is_empty() && !evicted {
+            return Ok(());
+        }
+        changed.insert(Input::View(i));
+        let v = &mut self.views[i];
+        if v.read_by_views {
+            if let Some(r) = v.result.as_mut() {
+                v.live.data().set(vec![r.snapshot()?]);
+            }
+        }
+        if !v.info.hidden && !changes.is_empty() {
+            out.outputs.push(ViewOutput {
+                view: v.info.clone(),
+                changes,
+            });
+        }
+        Ok(())
+    }
+
+    async fn step_view(
+        &mut self,
+        i: usize,
+        stream: usize,
+        (full, on_time): &(RecordBatch, RecordBatch),
+        watermark: i64,
+        changed: &HashSet<Input>,
+    ) -> Result<(Changes, bool)> {
+        let v = &self.views[i];
+        match &v.kind {
+            ViewKind::Stateless { stream: s, plan } if *s == stream => {
+                let plan = plan.clone();
+                self.stream_tables[stream].data().set(vec![full.clone()]);
+                let batches = self.execute(&plan).await?;
+                let v = &mut self.views[i];
+                let rows = rewrap(&v.info.schema, &batches)?;
+                if rows.num_rows() == 0 {
+                    return Ok((Changes::none(), false));
+                }
+                v.recent.push_back(rows.clone());
+                while v.recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS
+                    && v.recent.len() > 1
+                {
+                    v.recent.pop_front();
+                }
+                let upserts = match v.result.as_mut() {
+                    Some(r) => r.upsert(&rows)?,
+                    None => Some(rows),
+                };
+                Ok((
+                    Changes {
+                        upserts,
+                        deletes: None,
+                    },
+                    false,
+                ))
+            }
+            ViewKind::Aggregate(a) if a.stream == stream => {
+                let input = if a.window.is_some() { on_time } else { full };
+                if input.num_rows() == 0 {
+                    return Ok((Changes::none(), false));
+                }
+                let partial_plan = a.partial.clone();
+                self.stream_tables[stream].data().set(vec![input.clone()]);
+                let partials = self.execute(&partial_plan).await?;
+                let mut changes = self.merge_partials(i, &partials)?;
+                let windowed =
+                    matches!(&self.views[i].kind, ViewKind::Aggregate(a) if a.window.is_some());
+                let mut evicted = false;
+                if windowed {
+                    let (closed, ev) = self.close_windows(i, watermark)?;
+                    evicted = ev;
+                    if let Some(u) = closed.upserts {
+                        changes.upserts = Some(match changes.upserts.take() {
+                            Some(prev) => concat_batches(&prev.schema(), [&prev, &u])?,
+                            None => u,
+                        });
+                    }
+                }
+                Ok((changes, evicted))
+            }
+            ViewKind::Recompute { .. } if v.inputs.iter().any(|x| changed.contains(x)) => {
+                self.recompute(i).await
+            }
+            _ => Ok((Changes::none(), false)),
+        }
+    }
+
+    fn merge_partials(&mut self, i: usize, partials: &[RecordBatch]) -> Result<Changes> {
+        let v = &mut self.views[i];
+        let ViewKind::Aggregate(a) = &mut v.kind else {
+            return Ok(Changes::none());
+        };
+        let mut touched = Vec::new();
+        for p in partials {
+            a.groups.merge(p, &mut touched)?;
+        }
+        if partials.len() > 1 {
+            let mut seen = HashSet::new();
+            touched.retain(|s| seen.insert(*s));
+        }
+        if touched.is_empty() {
+            return Ok(Changes::none());
+        }
+        let values = a.groups.evaluate(&touched)?;
+        let (rows, mask) = run_chain(
+            &a.chain,
+            values,
+            &v.info.schema,
+            a.carry_keys.then_some(a.groups.num_group_cols()),
+        )?;
+        let Some(result) = v.result.as_mut() else {
+            return Ok(Changes::none());
+        };
+        let upserts = result.upsert(&filter_record_batch(&rows, &mask)?)?;
+        let deletes = if mask.true_count() < mask.len() {
+            result.delete(&filter_record_batch(&rows, &not(&mask)?)?)?
+        } else {
+            None
+        };
+        if v.info.mode == OutputMode::Append {
+            // Open windows stay visible to the REPL; sinks get rows only when final.
+            return Ok(Changes::none());
+        }
+        Ok(Changes { upserts, deletes })
+    }
+
+    /// Finalizes windows ending at or before `watermark`.
+    fn close_windows(&mut self, i: usize, watermark: i64) -> Result<(Changes, bool)> {
+        let v = &mut self.views[i];
+        let ViewKind::Aggregate(a) = &mut v.kind else {
+            return Ok((Changes::none(), false));
+        };
+        let closing = a.groups.closing(watermark);
+        if closing.is_empty() {
+            return Ok((Changes::none(), false));
+        }
+        let values = a.groups.evaluate(&closing)?;
+        a.groups.evict(&closing);
+        let (rows, mask) = run_chain(
+            &a.chain,
+            values,
+            &v.info.schema,
+            a.carry_keys.then_some(a.groups.num_group_cols()),
+        )?;
+        if let Some(r) = v.result.as_mut() {
+            r.delete(&rows)?;
+        }
+        let upserts = if v.info.mode == OutputMode::Append {
+            Some(filter_record_batch(&rows, &mask)?)
+        } else {
+            None
+        };
+        Ok((
+            Changes {
+                upserts,
+                deletes: None,
+            },
+            true,
+        ))
+    }
+
+    async fn recompute(&mut self, i: usize) -> Result<(Changes, bool)> {
+        let ViewKind::Recompute { plan } = &self.views[i].kind else {
+            return Ok((Changes::none(), false));
+        };
+        let plan = plan.clone();
+        let batches = self.execute(&plan).await?;
+        let v = &mut self.views[i];
+        let rows = rewrap(&v.info.schema, &batches)?;
+        let Some(r) = v.result.as_mut() else {
+            return Ok((Changes::none(), false));
+        };
+        Ok((r.replace_all(&rows)?, false))
+    }
+}
+
+/// Concatenates plan output under the view's schema (same columns, the view's names).
+fn rewrap(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let parts = batches
+        .iter()
+        .map(|b| {
+            let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            RecordBatch::try_new_with_options(schema.clone(), b.columns().to_vec(), &opts)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(concat_batches(schema, &parts)?)
+}
+
+/// Runs HAVING / projections over evaluated groups. Returns every group's output row and a
+/// mask of the rows that pass the filters (the others must leave the view).
+fn run_chain(
+    steps: &[Step],
+    batch: RecordBatch,
+    out: &SchemaRef,
+    carry_keys: Option<usize>,
+) -> Result<(RecordBatch, BooleanArray)> {
+    let n = batch.num_rows();
+    let keys: Vec<_> = batch.columns()[..carry_keys.unwrap_or(0)].to_vec();
+    let mut b = batch;
+    let mut mask = BooleanArray::from(vec![true; n]);
+    for step in steps {
+        match step {
+            Step::Filter(e) => {
+                let v = e.evaluate(&b)?.into_array(n)?;
+                let m = null_as_false(v.as_boolean());
+                mask = and(&mask, &m)?;
+            }
+            Step::Project(exprs, schema) => {
+                let cols = exprs
+                    .iter()
+                    .map(|e| e.evaluate(&b).and_then(|v| v.into_array(n)))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+                b = RecordBatch::try_new_with_options(schema.clone(), cols, &opts)?;
+            }
+        }
+    }
+    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+    let mut cols = b.columns().to_vec();
+    cols.extend(keys);
+    let b = RecordBatch::try_new_with_options(out.clone(), cols, &opts)?;
+    Ok((b, mask))
+}
+
+/// Orders views so that every view comes after the views it reads.
+fn order_views<'a>(ctx: &SessionContext, defs: &'a [ViewDef]) -> Result<Vec<&'a ViewDef>> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(defs.len());
+    for def in defs {
+        let stmt = state
+            .sql_to_statement(&def.sql, &dialect)
+            .map_err(|e| plan::view_error(def, &e))?;
+        let refs = state
+            .resolve_table_references(&stmt)
+            .map_err(|e| plan::view_error(def, &e))?;
+        deps.push(
+            refs.iter()
+                .filter_map(|r| defs.iter().position(|d| d.name == r.table()))
+                .collect(),
+        );
+    }
+    let mut done = vec![false; defs.len()];
+    let mut order = Vec::with_capacity(defs.len());
+    while order.len() < defs.len() {
+        let before = order.len();
+        for i in 0..defs.len() {
+            if !done[i] && deps[i].iter().all(|&d| done[d] || d == i) {
+                done[i] = true;
+                order.push(&defs[i]);
+            }
+        }
+        if order.len() == before {
+            let stuck: Vec<&str> = (0..defs.len())
+                .filter(|&i| !done[i])
+                .map(|i| defs[i].name.as_str())
+                .collect();
+            let first = defs
+                .iter()
+                .find(|d| !done[defs.iter().position(|x| x.name == d.name).unwrap_or(0)]);
+            return Err(Error::View {
+                path: first.map(|d| d.path.clone()).unwrap_or_default(),
+                line: 1,
+                column: 1,
+                message: format!("views read each other in a cycle: {}", stuck.join(" -> ")),
+            });
+        }
+    }
+    Ok(order)
+}
+
+/// A filter mask with NULL read as false.
+fn null_as_false(b: &BooleanArray) -> BooleanArray {
+    match b.nulls() {
+        Some(n) => BooleanArray::new(b.values() & n.inner(), None),
+        None => b.clone(),
+    }
+}

@@ -1,0 +1,792 @@
+//! Compiling a view's SQL into something the engine can run incrementally.
+//!
+//! DataFusion plans the SQL; this module reads the logical plan's shape and decides how each
+//! part runs:
+//! - **stateless**: filters, projections, UNNEST and lookup joins over one event stream run on
+//!   each micro-batch alone, and their rows are appended;
+//! - **aggregate**: a GROUP BY over such a stateless input runs DataFusion's partial aggregate per
+//!   batch and merges into per-group accumulators ([`super::aggregate`]); row-local work above it
+//!   (HAVING, projections, CASE) runs on the touched groups only;
+//! - **recompute**: anything over bounded inputs (keyed tables, other views' results) — ORDER BY
+//!   .. LIMIT, window functions, joins of views — re-runs over those inputs when they change;
+//!   its cost is bounded by the number of keys/groups, never by history.
+//! A view that mixes them (say ORDER BY .. LIMIT over a GROUP BY of a stream) is split: the
+//! streaming part becomes a hidden view and the rest recomputes over it. Anything that would
+//! need unbounded state is rejected with a reason and a way out.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+
+use super::aggregate::{GroupState, WindowSpec};
+use super::functions::interval_ms;
+use super::result::ViewResult;
+use super::view_file::{OutputMode, ViewDef};
+use super::{AggregateView, CompiledView, Engine, Input, Step, ViewInfo, ViewKind};
+use crate::error::{Error, Result};
+
+/// Where a planning error points in the view file.
+pub(crate) fn view_error(def: &ViewDef, e: &DataFusionError) -> Error {
+    let (mut line, mut column) = (0, 0);
+    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
+        line = span.start.line as usize;
+        column = span.start.column as usize;
+    }
+    let msg = e.strip_backtrace();
+    let msg = msg
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("SQL error: ")
+        .to_string();
+    if line == 0 {
+        if let Some((l, c)) = parse_line_col(&msg) {
+            line = l;
+            column = c;
+        }
+    }
+    if line == 0 {
+        if let Some((l, c)) = guess_position(&def.sql, &msg) {
+            line = l;
+            column = c;
+        }
+    }
+    Error::View {
+        path: def.path.clone(),
+        line: line.max(1),
+        column: column.max(1),
+        message: msg,
+    }
+}
+
+fn reject(def: &ViewDef, message: impl Into<String>) -> Error {
+    let (line, column) = first_statement_position(&def.sql);
+    Error::View {
+        path: def.path.clone(),
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+/// sqlparser reports "at Line: 3, Column: 7".
+fn parse_line_col(msg: &str) -> Option<(usize, usize)> {
+    let i = msg.find("Line: ")?;
+    let rest = &msg[i + 6..];
+    let l: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let j = rest.find("Column: ")?;
+    let c: usize = rest[j + 8..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((l, c))
+}
+
+/// For errors without a span, point at the first occurrence of the quoted or named identifier.
+fn guess_position(sql: &str, msg: &str) -> Option<(usize, usize)> {
+    let ident = if let Some(i) = msg.find("named ") {
+        msg[i + 6..].split_whitespace().next()?.to_string()
+    } else if let Some(i) = msg.find("table '") {
+        msg[i + 7..].split('\'').next()?.to_string()
+    } else {
+        return None;
+    };
+    let ident = ident.trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',');
+    let ident = ident.rsplit('.').next()?;
+    if ident.is_empty() {
+        return None;
+    }
+    for (n, line) in sql.lines().enumerate() {
+        if line.trim_start().starts_with("--") {
+            continue;
+        }
+        if let Some(c) = line.find(ident) {
+            return Some((n + 1, c + 1));
+        }
+    }
+    None
+}
+
+fn first_statement_position(sql: &str) -> (usize, usize) {
+    for (n, line) in sql.lines().enumerate() {
+        let t = line.trim_start();
+        if !t.is_empty() && !t.starts_with("--") {
+            return (n + 1, line.len() - t.len() + 1);
+        }
+    }
+    (1, 1)
+}
+
+/// Column names a view exposes: all nullable (results change), duplicates renamed for hidden
+/// views and rejected for user views.
+fn output_schema(df: &DFSchema, rename_duplicates: bool) -> std::result::Result<SchemaRef, String> {
+    let mut fields: Vec<Field> = Vec::new();
+    for f in df.fields() {
+        let mut name = f.name().clone();
+        if fields.iter().any(|x| x.name() == &name) {
+            if !rename_duplicates {
+                return Err(format!(
+                    "two output columns are named `{name}`: give one an alias (AS other_name)"
+                ));
+            }
+            let mut k = 2;
+            while fields.iter().any(|x| x.name() == &format!("{name}_{k}")) {
+                k += 1;
+            }
+            name = format!("{name}_{k}");
+        }
+        fields.push(Field::new(name, f.data_type().clone(), true));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        Expr::Cast(c) => unalias(&c.expr),
+        Expr::TryCast(c) => unalias(&c.expr),
+        other => other,
+    }
+}
+
+/// Columns of the group key, followed from the Aggregate up through row-local nodes.
+fn key_through(plan: &LogicalPlan) -> Option<Vec<usize>> {
+    match plan {
+        LogicalPlan::Aggregate(a) => Some((0..a.group_expr.len()).collect()),
+        LogicalPlan::Filter(f) => key_through(&f.input),
+        LogicalPlan::Sort(s) => key_through(&s.input),
+        LogicalPlan::Limit(l) => key_through(&l.input),
+        LogicalPlan::SubqueryAlias(s) => key_through(&s.input),
+        LogicalPlan::Projection(p) => {
+            let inner = key_through(&p.input)?;
+            let in_schema = p.input.schema();
+            let mut out = Vec::with_capacity(inner.len());
+            for k in inner {
+                let pos = p.expr.iter().position(|e| match unalias(e) {
+                    Expr::Column(c) => in_schema.index_of_column(c).ok() == Some(k),
+                    _ => false,
+                })?;
+                out.push(pos);
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// What a column is made of, resolved down to base-table columns, and whether an UNNEST lies
+/// on the way.
+fn definition(plan: &LogicalPlan, col: &Column) -> Option<(Expr, bool)> {
+    let idx = plan.schema().index_of_column(col).ok()?;
+    match plan {
+        LogicalPlan::TableScan(_) => Some((Expr::Column(col.clone()), false)),
+        LogicalPlan::Projection(p) => resolve_expr(&p.input, unalias(&p.expr[idx])),
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_) => {
+            let input = plan.inputs()[0];
+            let (q, f) = input.schema().qualified_field(idx);
+            definition(input, &Column::from((q, f)))
+        }
+        LogicalPlan::Unnest(u) => {
+            let in_idx = *u.dependency_indices.get(idx)?;
+            let (q, f) = u.input.schema().qualified_field(in_idx);
+            let unnested = u.list_type_columns.iter().any(|(i, _)| *i == in_idx);
+            let (e, inner) = definition(&u.input, &Column::from((q, f)))?;
+            Some((e, inner || unnested))
+        }
+        LogicalPlan::Join(j) => {
+            if j.left.schema().index_of_column(col).is_ok() {
+                definition(&j.left, col)
+            } else {
+                definition(&j.right, col)
+            }
+        }
+        _ => None,
+    }
+}
+
+fn resolve_expr(input: &LogicalPlan, e: &Expr) -> Option<(Expr, bool)> {
+    let mut unnested = false;
+    let mut ok = true;
+    let out = e
+        .clone()
+        .transform_up(|e| match &e {
+            Expr::Column(c) => match definition(input, c) {
+                Some((d, u)) => {
+                    unnested |= u;
+                    Ok(Transformed::yes(d))
+                }
+                None => {
+                    ok = false;
+                    Ok(Transformed::no(e))
+                }
+            },
+            _ => Ok(Transformed::no(e)),
+        })
+        .ok()?
+        .data;
+    ok.then_some((out, unnested))
+}
+
+fn literal_ms(e: &Expr) -> Option<i64> {
+    match unalias(e) {
+        Expr::Literal(v, _) => interval_ms(v),
+        _ => None,
+    }
+}
+
+fn is_event_time(e: &Expr, stream: &str, event_time: &str) -> bool {
+    match unalias(e) {
+        Expr::Column(c) => {
+            c.name == event_time && c.relation.as_ref().is_none_or(|r| r.table() == stream)
+        }
+        _ => false,
+    }
+}
+
+/// A window on event time: `date_bin(size, t[, origin])`, or `unnest(hop(slide, size, t))`.
+fn window_size(e: &Expr, unnested: bool, stream: &str, event_time: &str) -> Option<i64> {
+    let Expr::ScalarFunction(f) = unalias(e) else {
+        return None;
+    };
+    match (f.func.name(), unnested) {
+        ("date_bin", false)
+            if f.args.len() >= 2 && is_event_time(&f.args[1], stream, event_time) =>
+        {
+            literal_ms(&f.args[0])
+        }
+        ("hop", true) if f.args.len() == 3 && is_event_time(&f.args[2], stream, event_time) => {
+            literal_ms(&f.args[1])
+        }
+        _ => None,
+    }
+}
+
+fn first_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
+    if let Some(a) = plan.downcast_ref::<AggregateExec>() {
+        return Some(a);
+    }
+    plan.children().into_iter().find_map(first_aggregate)
+}
+
+fn find_partial(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
+    if let Some(a) = plan.downcast_ref::<AggregateExec>() {
+        if *a.mode() == AggregateMode::Partial {
+            return Some(a);
+        }
+    }
+    plan.children().into_iter().find_map(find_partial)
+}
+
+impl Engine {
+    fn input_of(&self, plan_table: &TableReference) -> Option<Input> {
+        self.names.get(plan_table.table()).copied()
+    }
+
+    fn scans(&self, plan: &LogicalPlan) -> Vec<Input> {
+        let mut out = Vec::new();
+        let _ = plan.apply_with_subqueries(|p| {
+            if let LogicalPlan::TableScan(t) = p {
+                if let Some(i) = self.input_of(&t.table_name) {
+                    if !out.contains(&i) {
+                        out.push(i);
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        out
+    }
+
+    fn reads_stream(&self, plan: &LogicalPlan) -> bool {
+        self.scans(plan)
+            .iter()
+            .any(|i| matches!(i, Input::Stream(_)))
+    }
+
+    /// `Some(stream)` when `plan` is row-local work (and lookup joins) over one event stream.
+    fn stateless_stream(&self, plan: &LogicalPlan) -> Option<usize> {
+        match plan {
+            LogicalPlan::TableScan(t) => match self.input_of(&t.table_name) {
+                Some(Input::Stream(i)) => Some(i),
+                _ => None,
+            },
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Unnest(_)
+            | LogicalPlan::Repartition(_) => self.stateless_stream(plan.inputs()[0]),
+            LogicalPlan::Join(j) => {
+                let (l, r) = (self.reads_stream(&j.left), self.reads_stream(&j.right));
+                match (l, r) {
+                    (true, false)
+                        if matches!(
+                            j.join_type,
+                            JoinType::Inner
+                                | JoinType::Left
+                                | JoinType::LeftSemi
+                                | JoinType::LeftAnti
+                        ) =>
+                    {
+                        self.stateless_stream(&j.left)
+                    }
+                    (false, true)
+                        if matches!(
+                            j.join_type,
+                            JoinType::Inner
+                                | JoinType::Right
+                                | JoinType::RightSemi
+                                | JoinType::RightAnti
+                        ) =>
+                    {
+                        self.stateless_stream(&j.right)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The Aggregate node when `plan` is row-local nodes over a GROUP BY of a stateless input.
+    fn streaming_aggregate<'a>(&self, plan: &'a LogicalPlan) -> Option<(&'a Aggregate, usize)> {
+        match plan {
+            LogicalPlan::Aggregate(a) => self.stateless_stream(&a.input).map(|s| (a, s)),
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+                self.streaming_aggregate(plan.inputs()[0])
+            }
+            _ => None,
+        }
+    }
+
+    fn stream_name(&self, i: usize) -> &str {
+        &self.streams.streams[i].name
+    }
+
+    /// Why a stateful operator cannot take raw events, and what to write instead.
+    fn explain_unbounded(&self, parent: &LogicalPlan, stream: usize) -> String {
+        let s = self.stream_name(stream);
+        match parent {
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => format!(
+                "ORDER BY / LIMIT over the raw events of `{s}` would need all of history: aggregate first (GROUP BY) and rank the aggregate"
+            ),
+            LogicalPlan::Window(_) => format!(
+                "window functions (OVER ...) over the raw events of `{s}` would need all of history: aggregate first, then use OVER in a view over that view"
+            ),
+            LogicalPlan::Join(_) => format!(
+                "joining the event stream `{s}` with another event stream needs unbounded state: aggregate one side in its own view and join the stream against that view (a lookup join)"
+            ),
+            LogicalPlan::Union(_) => format!(
+                "UNION over the event stream `{s}` is not supported: write one view per stream, then combine the views"
+            ),
+            other => format!(
+                "`{}` over the raw events of `{s}` is not supported by the streaming engine: aggregate first (GROUP BY)",
+                other.display()
+            ),
+        }
+    }
+
+    /// Compiles and registers one view (and any hidden views it is split into).
+    pub(crate) async fn compile(&mut self, def: &ViewDef) -> Result<()> {
+        let state = self.ctx.state();
+        let plan = state
+            .create_logical_plan(&def.sql)
+            .await
+            .map_err(|e| view_error(def, &e))?;
+        if !matches!(
+            plan,
+            LogicalPlan::Projection(_)
+                | LogicalPlan::Aggregate(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Limit(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::Union(_)
+                | LogicalPlan::Join(_)
+                | LogicalPlan::TableScan(_)
+        ) {
+            return Err(reject(def, "a view file holds one SELECT query"));
+        }
+        let plan = state.optimize(&plan).map_err(|e| view_error(def, &e))?;
+        let mut hidden = 0;
+        if self.streaming_aggregate(&plan).is_some() || self.stateless_stream(&plan).is_some() {
+            let view = self.compile_streaming(def, &def.name, plan, false).await?;
+            self.register(view)?;
+            return Ok(());
+        }
+        let plan = self.split(def, plan, &mut hidden).await?;
+        let plan = state.optimize(&plan).map_err(|e| view_error(def, &e))?;
+        let view = self.compile_recompute(def, &def.name, plan, false).await?;
+        self.register(view)
+    }
+
+    /// Replaces every streaming GROUP BY under a stateful operator with a hidden view.
+    fn split<'a>(
+        &'a mut self,
+        def: &'a ViewDef,
+        plan: LogicalPlan,
+        hidden: &'a mut usize,
+    ) -> futures::future::BoxFuture<'a, Result<LogicalPlan>> {
+        Box::pin(async move {
+            if !self.reads_stream(&plan) {
+                return Ok(plan);
+            }
+            if self.streaming_aggregate(&plan).is_some() {
+                *hidden += 1;
+                let name = format!("__{}_{}", def.name, hidden);
+                let view = self
+                    .compile_streaming(def, &name, plan.clone(), true)
+                    .await?;
+                let df_schema = plan.schema().clone();
+                self.register(view)?;
+                return self
+                    .scan_hidden(&name, &df_schema)
+                    .map_err(|e| view_error(def, &e));
+            }
+            let mut children = Vec::new();
+            for child in plan.inputs() {
+                if let Some(s) = self.stateless_stream(child) {
+                    return Err(reject(def, self.explain_unbounded(&plan, s)));
+                }
+                children.push(child.clone());
+            }
+            if let LogicalPlan::Join(j) = &plan {
+                if self.reads_stream(&j.left) && self.reads_stream(&j.right) {
+                    let s = self.scans(&j.left).into_iter().find_map(|i| match i {
+                        Input::Stream(s) => Some(s),
+                        _ => None,
+                    });
+                    return Err(reject(def, self.explain_unbounded(&plan, s.unwrap_or(0))));
+                }
+            }
+            let mut new_children = Vec::with_capacity(children.len());
+            for c in children {
+                new_children.push(self.split(def, c, hidden).await?);
+            }
+            let exprs = plan.expressions();
+            plan.with_new_exprs(exprs, new_children)
+                .map_err(|e| view_error(def, &e))
+        })
+    }
+
+    /// A scan of a hidden view that looks, column for column, like the subtree it replaced.
+    fn scan_hidden(&self, name: &str, df: &DFSchema) -> datafusion::error::Result<LogicalPlan> {
+        let Some(Input::View(v)) = self.names.get(name).copied() else {
+            return Err(DataFusionError::Internal(format!(
+                "hidden view {name} missing"
+            )));
+        };
+        let live = self.views[v].live.clone();
+        let live_schema = live.schema_ref();
+        let exprs: Vec<Expr> = df
+            .iter()
+            .enumerate()
+            .map(|(i, (q, f))| {
+                Expr::Column(Column::new(
+                    Some(TableReference::bare(name)),
+                    live_schema.field(i).name(),
+                ))
+                .alias_qualified(q.cloned(), f.name())
+            })
+            .collect();
+        LogicalPlanBuilder::scan(name, provider_as_source(Arc::new(live)), None)?
+            .project(exprs)?
+            .build()
+    }
+
+    async fn compile_streaming(
+        &mut self,
+        def: &ViewDef,
+        name: &str,
+        plan: LogicalPlan,
+        hidden: bool,
+    ) -> Result<CompiledView> {
+        let state = self.ctx.state();
+        let out_schema = output_schema(plan.schema(), hidden).map_err(|m| reject(def, m))?;
+        let inputs = self.scans(&plan);
+        if let Some(stream) = self.stateless_stream(&plan) {
+            let physical = state
+                .create_physical_plan(&plan)
+                .await
+                .map_err(|e| view_error(def, &e))?;
+            let key_cols = match &def.key {
+                Some(k) if !hidden => Some(resolve_key(def, &out_schema, k)?),
+                _ => None,
+            };
+            let info = ViewInfo::new(
+                def,
+                name,
+                hidden,
+                out_schema.clone(),
+                key_cols.clone().unwrap_or_default(),
+                OutputMode::Append,
+                false,
+            );
+            let result = match key_cols {
+                Some(k) => Some(ViewResult::new(out_schema.clone(), k)?),
+                None => None,
+            };
+            return Ok(CompiledView::new(
+                info,
+                ViewKind::Stateless {
+                    stream,
+                    plan: physical,
+                },
+                inputs,
+                result,
+            ));
+        }
+        let Some((agg, stream)) = self.streaming_aggregate(&plan) else {
+            return Err(reject(def, "internal: not a streaming view"));
+        };
+        let stream_schema = self.streams.streams[stream].clone();
+        if agg
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return Err(reject(def, "GROUPING SETS / ROLLUP / CUBE are not supported in continuous views: write one view per grouping"));
+        }
+        // The window column, if any.
+        let mut window = None;
+        for (i, g) in agg.group_expr.iter().enumerate() {
+            let Some((resolved, unnested)) = resolve_expr(&agg.input, g) else {
+                continue;
+            };
+            if let Some(size) = window_size(
+                &resolved,
+                unnested,
+                &stream_schema.name,
+                &stream_schema.event_time,
+            ) {
+                if size <= 0 {
+                    return Err(reject(def, "window size must be positive"));
+                }
+                if window.is_some() {
+                    return Err(reject(
+                        def,
+                        "only one window column (date_bin or hop) per GROUP BY",
+                    ));
+                }
+                window = Some(WindowSpec {
+                    group_col: i,
+                    size_ms: size,
+                });
+            }
+        }
+        if def.mode == OutputMode::Append && window.is_none() && !hidden {
+            return Err(reject(def, "@mode: append needs a window on event time (GROUP BY date_bin(...) or unnest(hop(...))) so that rows become final; use @mode: update"));
+        }
+        // Key columns of the output. A hidden view whose SELECT drops GROUP BY columns (the
+        // optimizer prunes what the outer query does not read) carries them as extra columns.
+        let mut out_schema = out_schema;
+        let mut carry_keys = false;
+        let key_cols = match (&def.key, hidden) {
+            (Some(k), false) => resolve_key(def, &out_schema, k)?,
+            _ => match key_through(&plan) {
+                Some(k) => k,
+                None if hidden => {
+                    let agg_schema =
+                        output_schema(agg.schema.as_ref(), true).map_err(|m| reject(def, m))?;
+                    let n = out_schema.fields().len();
+                    let mut fields: Vec<Field> = out_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone())
+                        .collect();
+                    for (i, f) in agg_schema.fields()[..agg.group_expr.len()]
+                        .iter()
+                        .enumerate()
+                    {
+                        fields.push(Field::new(
+                            format!("__key_{i}"),
+                            f.data_type().clone(),
+                            true,
+                        ));
+                    }
+                    out_schema = Arc::new(Schema::new(fields));
+                    carry_keys = true;
+                    (n..n + agg.group_expr.len()).collect()
+                }
+                None => {
+                    return Err(reject(def, "every GROUP BY column must appear in the SELECT list (it identifies the row), or declare the row's identity with `-- @key: col, ...`"));
+                }
+            },
+        };
+        // DataFusion's physical aggregate, re-run in partial mode per batch.
+        let agg_plan = LogicalPlan::Aggregate(agg.clone());
+        let physical = state
+            .create_physical_plan(&agg_plan)
+            .await
+            .map_err(|e| view_error(def, &e))?;
+        let Some(top) = first_aggregate(&physical) else {
+            return Err(reject(def, "internal: no aggregate in the physical plan"));
+        };
+        let base = match top.mode() {
+            AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                find_partial(&physical).unwrap_or(top)
+            }
+            _ => top,
+        };
+        if base.group_expr().has_grouping_set() {
+            return Err(reject(
+                def,
+                "GROUPING SETS are not supported in continuous views",
+            ));
+        }
+        let partial: Arc<dyn ExecutionPlan> = Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Partial,
+                base.group_expr().clone(),
+                base.aggr_expr().to_vec(),
+                base.filter_expr().to_vec(),
+                base.input().clone(),
+                base.input_schema(),
+            )
+            .map_err(|e| view_error(def, &e))?,
+        );
+        let agg_out = output_schema(agg_plan.schema(), true).map_err(|m| reject(def, m))?;
+        let group_schema = Arc::new(Schema::new(
+            agg_out.fields()[..agg.group_expr.len()].to_vec(),
+        ));
+        let groups = GroupState::new(base.aggr_expr().to_vec(), &group_schema, agg_out, window)?;
+        let chain = self.chain(def, &plan)?;
+        let info = ViewInfo::new(
+            def,
+            name,
+            hidden,
+            out_schema.clone(),
+            key_cols.clone(),
+            if hidden { OutputMode::Update } else { def.mode },
+            window.is_some(),
+        );
+        let result = ViewResult::new(out_schema, key_cols)?;
+        Ok(CompiledView::new(
+            info,
+            ViewKind::Aggregate(Box::new(AggregateView {
+                stream,
+                partial,
+                groups,
+                chain,
+                window,
+                carry_keys,
+            })),
+            inputs,
+            Some(result),
+        ))
+    }
+
+    /// The row-local steps between the Aggregate and the view's output, bottom up.
+    fn chain(&self, def: &ViewDef, plan: &LogicalPlan) -> Result<Vec<Step>> {
+        let state = self.ctx.state();
+        let mut nodes = Vec::new();
+        let mut p = plan;
+        loop {
+            match p {
+                LogicalPlan::Aggregate(_) => break,
+                LogicalPlan::Projection(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::SubqueryAlias(_) => {
+                    nodes.push(p);
+                    p = p.inputs()[0];
+                }
+                _ => return Err(reject(def, "internal: unexpected node above the aggregate")),
+            }
+        }
+        let mut steps = Vec::new();
+        for node in nodes.into_iter().rev() {
+            match node {
+                LogicalPlan::Filter(f) => {
+                    let e = state
+                        .create_physical_expr(f.predicate.clone(), f.input.schema())
+                        .map_err(|e| view_error(def, &e))?;
+                    steps.push(Step::Filter(e));
+                }
+                LogicalPlan::Projection(pr) => {
+                    let exprs = pr
+                        .expr
+                        .iter()
+                        .map(|e| state.create_physical_expr(e.clone(), pr.input.schema()))
+                        .collect::<datafusion::error::Result<Vec<Arc<dyn PhysicalExpr>>>>()
+                        .map_err(|e| view_error(def, &e))?;
+                    let schema =
+                        output_schema(pr.schema.as_ref(), true).map_err(|m| reject(def, m))?;
+                    steps.push(Step::Project(exprs, schema));
+                }
+                _ => {}
+            }
+        }
+        Ok(steps)
+    }
+
+    async fn compile_recompute(
+        &mut self,
+        def: &ViewDef,
+        name: &str,
+        plan: LogicalPlan,
+        hidden: bool,
+    ) -> Result<CompiledView> {
+        let state = self.ctx.state();
+        let out_schema = output_schema(plan.schema(), hidden).map_err(|m| reject(def, m))?;
+        if def.mode == OutputMode::Append {
+            return Err(reject(def, "@mode: append is for windowed GROUP BY views over a stream; this view is recomputed from tables and views, use @mode: update"));
+        }
+        let key_cols = match &def.key {
+            Some(k) => resolve_key(def, &out_schema, k)?,
+            None => key_through(&plan).unwrap_or_else(|| (0..out_schema.fields().len()).collect()),
+        };
+        let physical = state
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| view_error(def, &e))?;
+        let inputs = self.scans(&plan);
+        let info = ViewInfo::new(
+            def,
+            name,
+            hidden,
+            out_schema.clone(),
+            key_cols.clone(),
+            OutputMode::Update,
+            false,
+        );
+        let result = ViewResult::new(out_schema, key_cols)?;
+        Ok(CompiledView::new(
+            info,
+            ViewKind::Recompute { plan: physical },
+            inputs,
+            Some(result),
+        ))
+    }
+}
+
+fn resolve_key(def: &ViewDef, schema: &SchemaRef, names: &[String]) -> Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|n| {
+            schema.index_of(n).map_err(|_| {
+                let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                reject(
+                    def,
+                    format!(
+                        "@key column `{n}` is not an output column (columns: {})",
+                        cols.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}

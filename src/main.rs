@@ -1,0 +1,419 @@
+//! The `runnel` command line. Arguments only; the work is in the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use runnel::engine::{view_file, Engine, ViewDef};
+use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
+use runnel::pipeline::{self, PipelineOptions};
+use runnel::schema::Streams;
+use runnel::sink::{self, console::ConsoleOptions, SinkSpec};
+use runnel::source::{self, files::FileSource, generator::GeneratorSource, SourceSpec};
+
+/// SQL-first streaming analytics: continuous SQL views over e-commerce event streams.
+///
+/// Each .sql file under queries/ is one continuous view. runnel decodes events into Arrow,
+/// keeps every view up to date incrementally, and ships results to sinks.
+#[derive(Parser)]
+#[command(name = "runnel", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every view continuously (default: built-in generator in, live tables on the console).
+    Run(RunArgs),
+    /// Generate synthetic e-commerce traffic as NDJSON (one file per topic) or to stdout.
+    Generate(GenerateArgs),
+    /// Validate view files against the schemas; report every problem with file:line:column.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Clone)]
+struct Catalog {
+    /// Directory of view files (*.sql). Default: ./queries, or the built-in views if missing.
+    #[arg(long, env = "RUNNEL_QUERIES")]
+    queries: Option<PathBuf>,
+    /// Directory of stream schemas (*.toml). Default: ./schemas, or the built-in schemas.
+    #[arg(long, env = "RUNNEL_SCHEMAS")]
+    schemas: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    catalog: Catalog,
+    /// Where events come from: `generator` (built in) or `files:DIR` (DIR/<topic>.ndjson).
+    #[arg(long, default_value = "generator", env = "RUNNEL_SOURCE")]
+    source: SourceSpec,
+    /// Where results go: `console`, `ndjson:DIR`. Repeatable. Default: console.
+    #[arg(long = "sink", env = "RUNNEL_SINK", value_delimiter = ';')]
+    sinks: Vec<SinkSpec>,
+    /// Stop when the source is drained (closing every window) instead of waiting for more.
+    #[arg(long)]
+    until_drained: bool,
+    /// Generator: random seed (same seed, same events).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Generator: events per second, with wall-clock event times. Default 1000 unless --count.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Generator: stop after this many events (simulated event times, as fast as possible).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Records per stream per micro-batch.
+    #[arg(long, default_value_t = 8192)]
+    batch_size: usize,
+    /// File for malformed and late records (JSON lines with reason and position).
+    #[arg(
+        long,
+        default_value = "runnel-dead-letters.ndjson",
+        env = "RUNNEL_DEAD_LETTERS"
+    )]
+    dead_letters: PathBuf,
+    /// Seconds between sink flushes and console refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    refresh: f64,
+    /// Rows shown per view on the console.
+    #[arg(long, default_value_t = 8)]
+    rows: usize,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Directory for <topic>.ndjson files (created if missing).
+    #[arg(long, conflicts_with = "stdout")]
+    out: Option<PathBuf>,
+    /// Write to stdout instead: one `{"topic": ..., "value": {...}}` line per event.
+    #[arg(long)]
+    stdout: bool,
+    /// Number of events (default 100000; unbounded with --rate).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Events per second with wall-clock event times (default: as fast as possible, with
+    /// simulated event times starting 2026-01-01T00:00:00Z).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Random seed: the same seed gives the same events.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    catalog: Catalog,
+}
+
+const BUILTIN_VIEWS: &[(&str, &str)] = &[
+    (
+        "category_prices.sql",
+        include_str!("../queries/category_prices.sql"),
+    ),
+    (
+        "customer_activity.sql",
+        include_str!("../queries/customer_activity.sql"),
+    ),
+    (
+        "customer_interactions.sql",
+        include_str!("../queries/customer_interactions.sql"),
+    ),
+    (
+        "gender_engagement.sql",
+        include_str!("../queries/gender_engagement.sql"),
+    ),
+    ("low_stock.sql", include_str!("../queries/low_stock.sql")),
+    (
+        "product_sales.sql",
+        include_str!("../queries/product_sales.sql"),
+    ),
+    (
+        "review_sentiment.sql",
+        include_str!("../queries/review_sentiment.sql"),
+    ),
+    (
+        "sales_velocity.sql",
+        include_str!("../queries/sales_velocity.sql"),
+    ),
+    (
+        "slow_movers.sql",
+        include_str!("../queries/slow_movers.sql"),
+    ),
+    (
+        "view_trends.sql",
+        include_str!("../queries/view_trends.sql"),
+    ),
+    (
+        "system_health.sql",
+        include_str!("../queries/system_health.sql"),
+    ),
+    (
+        "top_sellers.sql",
+        include_str!("../queries/top_sellers.sql"),
+    ),
+];
+
+fn load_catalog(c: &Catalog) -> anyhow::Result<(Streams, Vec<ViewDef>, Vec<runnel::Error>)> {
+    let streams = match &c.schemas {
+        Some(dir) => Streams::load(dir)?,
+        None if Path::new("schemas").is_dir() => Streams::load(Path::new("schemas"))?,
+        None => Streams::builtin(),
+    };
+    let (defs, errors) = match &c.queries {
+        Some(dir) => view_file::load_dir(dir)?,
+        None if Path::new("queries").is_dir() => view_file::load_dir(Path::new("queries"))?,
+        None => {
+            let mut defs = Vec::new();
+            for (name, text) in BUILTIN_VIEWS {
+                defs.push(ViewDef::parse(&Path::new("queries").join(name), text)?);
+            }
+            (defs, Vec::new())
+        }
+    };
+    Ok((streams, defs, errors))
+}
+
+fn init_logs(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run(RunArgs {
+        catalog: Catalog {
+            queries: None,
+            schemas: None,
+        },
+        source: SourceSpec::Generator,
+        sinks: Vec::new(),
+        until_drained: false,
+        seed: 42,
+        rate: None,
+        count: None,
+        batch_size: 8192,
+        dead_letters: "runnel-dead-letters.ndjson".into(),
+        refresh: 1.0,
+        rows: 8,
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Run(a) => run(a).await,
+            Command::Generate(a) => generate(a).await,
+            Command::Check(a) => check(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    let sinks_spec = if a.sinks.is_empty() {
+        vec![SinkSpec::Console]
+    } else {
+        a.sinks.clone()
+    };
+    init_logs(sinks_spec.contains(&SinkSpec::Console));
+    let (streams, defs, errors) = load_catalog(&a.catalog)?;
+    if let Some(e) = errors.into_iter().next() {
+        bail!("{e}\n(run `runnel check` to see every problem)");
+    }
+    let mut engine = Engine::new(streams.clone(), &defs)
+        .await
+        .context("planning the views (run `runnel check` for every problem)")?;
+    let mut source: Box<dyn source::Source> = match &a.source {
+        SourceSpec::Generator => {
+            let (clock, rate) = match (a.rate, a.count) {
+                (Some(r), _) => (Clock::Wall, Some(r)),
+                (None, Some(_)) => (
+                    Clock::Simulated {
+                        start_ms: DEFAULT_START_MS,
+                    },
+                    None,
+                ),
+                (None, None) => (Clock::Wall, Some(1000)),
+            };
+            Box::new(GeneratorSource::new(
+                &streams,
+                a.seed,
+                clock,
+                a.batch_size,
+                rate,
+                a.count,
+            )?)
+        }
+        SourceSpec::Files(dir) => Box::new(FileSource::open(dir, &streams, a.batch_size)?),
+    };
+    let status = Arc::new(Mutex::new(String::from("runnel | starting")));
+    let mut sinks = sink::build(
+        &sinks_spec,
+        ConsoleOptions {
+            rows: a.rows,
+            status: status.clone(),
+        },
+    )?;
+    let opts = PipelineOptions {
+        flush_every: Duration::from_secs_f64(a.refresh.max(0.05)),
+        dead_letters: a.dead_letters.clone(),
+        status: Some(status),
+    };
+    tracing::info!(views = engine.views().count(), "running");
+    let stop = async {
+        if a.until_drained {
+            std::future::pending::<()>().await;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    // Without --until-drained, a drained source just idles until Ctrl-C.
+    let summary = if a.until_drained {
+        pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?
+    } else {
+        pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, stop).await?
+    };
+    eprintln!("{}", summary.line());
+    if summary.malformed + summary.late > 0 {
+        eprintln!("set-aside records: {}", a.dead_letters.display());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
+    init_logs(true);
+    let clock = if a.rate.is_some() {
+        Clock::Wall
+    } else {
+        Clock::Simulated {
+            start_ms: DEFAULT_START_MS,
+        }
+    };
+    let count = match (a.count, a.rate) {
+        (Some(c), _) => Some(c),
+        (None, Some(_)) => None,
+        (None, None) => Some(100_000),
+    };
+    let mut gen = Generator::new(a.seed, clock);
+    let mut bufs: [Vec<u8>; 6] = Default::default();
+    let mut files: Vec<Box<dyn Write>> = Vec::new();
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for t in Topic::ALL {
+            let path = dir.join(format!("{}.ndjson", t.topic()));
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            files.push(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)));
+        }
+    } else if !a.stdout {
+        bail!("say where the events go: --out DIR or --stdout");
+    }
+    let started = std::time::Instant::now();
+    let mut produced: u64 = 0;
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let chunk = 4096u64;
+    loop {
+        let n = match count {
+            Some(c) if produced >= c => break,
+            Some(c) => chunk.min(c - produced),
+            None => chunk,
+        };
+        let n = match a.rate {
+            Some(r) => {
+                let n = n.min((r / 20).max(1));
+                let due = Duration::from_secs_f64(produced as f64 / r.max(1) as f64);
+                let el = started.elapsed();
+                if due > el {
+                    std::thread::sleep(due - el);
+                }
+                n
+            }
+            None => n,
+        };
+        for _ in 0..n {
+            gen.next_into(&mut bufs);
+        }
+        produced += n;
+        for t in Topic::ALL {
+            let b = &mut bufs[t as usize];
+            if b.is_empty() {
+                continue;
+            }
+            if a.stdout {
+                for line in b.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                    write!(stdout, "{{\"topic\":\"{}\",\"value\":", t.topic())?;
+                    stdout.write_all(line)?;
+                    stdout.write_all(b"}\n")?;
+                }
+            } else {
+                files[t as usize].write_all(b)?;
+            }
+            b.clear();
+        }
+        if a.rate.is_some() {
+            stdout.flush()?;
+            for f in files.iter_mut() {
+                f.flush()?;
+            }
+        }
+    }
+    stdout.flush()?;
+    for f in files.iter_mut() {
+        f.flush()?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{produced} events in {secs:.2}s ({:.0} events/s)",
+        produced as f64 / secs.max(1e-9)
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn check(a: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    init_logs(true);
+    let (streams, defs, mut errors) = load_catalog(&a.catalog)?;
+    errors.extend(Engine::check(streams, &defs).await?);
+    if errors.is_empty() {
+        println!("{} views OK", defs.len());
+        for d in &defs {
+            println!("  {:<24} {}", d.name, d.description);
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    for e in &errors {
+        println!("{e}");
+    }
+    println!(
+        "{} problem(s) in {} view file(s)",
+        errors.len(),
+        defs.len() + errors.len()
+    );
+    Ok(std::process::ExitCode::FAILURE)
+}

@@ -1,0 +1,148 @@
+//! Sinks: where view changes go. `console` (a live table in the terminal), `ndjson:DIR` (one
+//! file per view holding its final result, one row per key), and `elasticsearch:URL`.
+
+pub mod console;
+pub mod ndjson;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::engine::{ViewInfo, ViewOutput};
+use crate::error::{Error, Result};
+
+/// A destination for view changes.
+#[async_trait]
+pub trait Sink: Send {
+    fn name(&self) -> &str;
+    /// Takes one step's changes. May buffer; nothing is final before `flush` returns.
+    async fn write(&mut self, outputs: &[ViewOutput]) -> Result<()>;
+    /// Makes everything written so far durable/visible.
+    async fn flush(&mut self) -> Result<()>;
+}
+
+/// Parses `--sink` values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkSpec {
+    Console,
+    Ndjson(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "console" => Ok(SinkSpec::Console),
+            Some(("ndjson", dir)) if !dir.is_empty() => Ok(SinkSpec::Ndjson(dir.into())),
+            _ => Err(format!("unknown sink `{s}`: use console or ndjson:DIR")),
+        }
+    }
+}
+
+/// Timestamps as ISO 8601 in UTC with milliseconds (`2026-01-01T00:00:00.000Z`).
+pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
+/// Rows as JSON objects (nulls explicit, timestamps ISO 8601 UTC).
+pub fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let mut buf = Vec::with_capacity(batch.num_rows() * 128);
+    {
+        let mut w = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
+            .build::<_, arrow_json::writer::LineDelimited>(&mut buf);
+        w.write(batch)?;
+        w.finish()?;
+    }
+    buf.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice::<Map<String, Value>>(l)
+                .map_err(|e| Error::Config(format!("internal: row to JSON: {e}")))
+        })
+        .collect()
+}
+
+/// The identity of a row: its key columns' values, as a JSON array string.
+pub fn row_key(view: &ViewInfo, row: &Map<String, Value>) -> String {
+    let vals: Vec<&Value> = view
+        .key_names()
+        .iter()
+        .map(|k| row.get(*k).unwrap_or(&Value::Null))
+        .collect();
+    serde_json::to_string(&vals).unwrap_or_default()
+}
+
+/// A view's result as the sinks see it: the changelog applied, one row per key.
+#[derive(Default)]
+pub struct Materialized {
+    pub views: BTreeMap<String, (Arc<ViewInfo>, BTreeMap<String, Map<String, Value>>)>,
+    /// Rows of append-only views without a key, in arrival order.
+    pub appended: BTreeMap<String, Vec<Map<String, Value>>>,
+}
+
+impl Materialized {
+    pub fn apply(&mut self, outputs: &[ViewOutput]) -> Result<()> {
+        for o in outputs {
+            let info = &o.view;
+            let keyless_append =
+                info.key_cols.is_empty() && info.mode == crate::engine::OutputMode::Append;
+            if let Some(d) = &o.changes.deletes {
+                let entry = &mut self
+                    .views
+                    .entry(info.name.clone())
+                    .or_insert_with(|| (info.clone(), BTreeMap::new()))
+                    .1;
+                for row in rows_to_json(d)? {
+                    entry.remove(&row_key(info, &row));
+                }
+            }
+            if let Some(u) = &o.changes.upserts {
+                if keyless_append {
+                    self.appended
+                        .entry(info.name.clone())
+                        .or_default()
+                        .extend(rows_to_json(u)?);
+                    continue;
+                }
+                let entry = &mut self
+                    .views
+                    .entry(info.name.clone())
+                    .or_insert_with(|| (info.clone(), BTreeMap::new()))
+                    .1;
+                for row in rows_to_json(u)? {
+                    entry.insert(row_key(info, &row), row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of a view (keyed views sorted by key).
+    pub fn rows(&self, view: &str) -> Vec<&Map<String, Value>> {
+        if let Some((_, m)) = self.views.get(view) {
+            return m.values().collect();
+        }
+        self.appended
+            .get(view)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Builds the sinks named on the command line.
+pub fn build(specs: &[SinkSpec], console: console::ConsoleOptions) -> Result<Vec<Box<dyn Sink>>> {
+    let mut out: Vec<Box<dyn Sink>> = Vec::new();
+    for s in specs {
+        match s {
+            SinkSpec::Console => out.push(Box::new(console::ConsoleSink::new(console.clone()))),
+            SinkSpec::Ndjson(dir) => out.push(Box::new(ndjson::NdjsonSink::new(dir)?)),
+        }
+    }
+    Ok(out)
+}

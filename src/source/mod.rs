@@ -1,0 +1,39 @@
+//! Sources: where raw micro-batches come from. The built-in generator (default), NDJSON files
+//! (`files:DIR`, replay), and Kafka (`kafka:HOST:PORT,...`).
+
+pub mod files;
+pub mod generator;
+
+use async_trait::async_trait;
+
+use crate::decode::RawBatch;
+use crate::error::Result;
+
+/// A producer of raw micro-batches.
+#[async_trait]
+pub trait Source: Send {
+    /// The next round of micro-batches (at most one per stream); `None` when drained.
+    async fn next(&mut self) -> Result<Option<Vec<RawBatch>>>;
+    /// Everything up to the last round returned has been fully processed and delivered.
+    async fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Parses `--source` values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Generator,
+    Files(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "generator" => Ok(SourceSpec::Generator),
+            Some(("files", dir)) if !dir.is_empty() => Ok(SourceSpec::Files(dir.into())),
+            _ => Err(format!("unknown source `{s}`: use generator or files:DIR")),
+        }
+    }
+}

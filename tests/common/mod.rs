@@ -1,0 +1,208 @@
+//! Test support: data sets from the generator, replays through the real pipeline, the batch
+//! oracle, and a tolerant comparison of results.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runnel::decode::{Origin, RawBatch, StreamDecoder};
+use runnel::engine::{view_file, Engine, ViewDef};
+use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
+use runnel::pipeline::{self, PipelineOptions};
+use runnel::schema::Streams;
+use runnel::sink::{ndjson::NdjsonSink, rows_to_json, Sink};
+use runnel::source::files::FileSource;
+use serde_json::{Map, Value};
+
+pub type Rows = Vec<Map<String, Value>>;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn streams() -> Streams {
+    Streams::load(&root().join("schemas")).expect("schemas load")
+}
+
+/// Writes `count` generated events as `<topic>.ndjson` files under `dir`.
+pub fn generate(dir: &Path, seed: u64, count: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut g = Generator::new(
+        seed,
+        Clock::Simulated {
+            start_ms: DEFAULT_START_MS,
+        },
+    );
+    let mut bufs: [Vec<u8>; 6] = Default::default();
+    for _ in 0..count {
+        g.next_into(&mut bufs);
+    }
+    for t in Topic::ALL {
+        std::fs::write(dir.join(format!("{}.ndjson", t.topic())), &bufs[t as usize]).unwrap();
+    }
+}
+
+/// Shuffles each file's lines within blocks spanning at most `span_ms` of event time, so the
+/// disorder stays within the watermark delay.
+pub fn shuffle_within(dir: &Path, span_ms: i64, seed: u64) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for s in streams().streams {
+        let p = dir.join(format!("{}.ndjson", s.topic));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let needle = format!("\"{}\":", s.event_time);
+        let mut out: Vec<&str> = Vec::new();
+        let mut block: Vec<&str> = Vec::new();
+        let mut start = i64::MIN;
+        for line in text.lines() {
+            let t = runnel::source::files::line_time(line.as_bytes(), needle.as_bytes()).unwrap();
+            if t.saturating_sub(start) > span_ms {
+                block.shuffle(&mut rng);
+                out.append(&mut block);
+                start = t;
+            }
+            block.push(line);
+        }
+        block.shuffle(&mut rng);
+        out.append(&mut block);
+        std::fs::write(&p, out.join("\n") + "\n").unwrap();
+    }
+}
+
+pub fn load_views(dir: &Path) -> Vec<ViewDef> {
+    let (defs, errors) = view_file::load_dir(dir).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    defs
+}
+
+pub fn read_ndjson(path: &Path) -> Rows {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Replays `data` through the real pipeline (file source, ndjson sink); returns each view's rows.
+pub async fn replay(
+    data: &Path,
+    defs: &[ViewDef],
+    batch: usize,
+    out: &Path,
+) -> BTreeMap<String, Rows> {
+    let streams = streams();
+    let mut engine = match Engine::new(streams.clone(), defs).await {
+        Ok(e) => e,
+        Err(e) => panic!("views do not plan: {e}"),
+    };
+    let mut source = FileSource::open(data, &streams, batch).unwrap();
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NdjsonSink::new(out).unwrap())];
+    let opts = PipelineOptions {
+        flush_every: Duration::from_secs(3600),
+        dead_letters: out.join("dead_letters.ndjson"),
+        status: None,
+    };
+    let summary = pipeline::run(
+        &mut engine,
+        &mut source,
+        &mut sinks,
+        &opts,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.malformed, 0);
+    defs.iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                read_ndjson(&out.join(format!("{}.ndjson", d.name))),
+            )
+        })
+        .collect()
+}
+
+/// Decodes every file whole and runs the batch oracle.
+pub async fn oracle(data: &Path, defs: &[ViewDef]) -> BTreeMap<String, Rows> {
+    let streams = streams();
+    let mut per_stream = vec![Vec::new(); streams.streams.len()];
+    for (i, s) in streams.streams.iter().enumerate() {
+        let p = data.join(format!("{}.ndjson", s.topic));
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        let raw = RawBatch::from_lines(
+            i,
+            bytes,
+            Origin::Lines {
+                file: "x".into(),
+                first_line: 1,
+            },
+        );
+        let mut d = StreamDecoder::new(s.clone()).unwrap();
+        let decoded = d.decode(&raw).unwrap();
+        assert!(decoded.rejected.is_empty());
+        per_stream[i].push(decoded.batch);
+    }
+    let results = runnel::oracle::run(&streams, &per_stream, defs)
+        .await
+        .unwrap();
+    results
+        .into_iter()
+        .map(|(k, b)| (k, rows_to_json(&b).unwrap()))
+        .collect()
+}
+
+fn canon(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => format!("{:.6e}", n.as_f64().unwrap_or(0.0)),
+        other => other.to_string(),
+    }
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    }
+}
+
+/// Compares two results as multisets of rows, floats within a relative 1e-9.
+pub fn assert_same(view: &str, got: &Rows, want: &Rows) {
+    fn sort(rows: &Rows) -> Vec<(String, &Map<String, Value>)> {
+        let mut v: Vec<(String, &Map<String, Value>)> = rows
+            .iter()
+            .map(|r| {
+                let mut keys: Vec<&String> = r.keys().collect();
+                keys.sort();
+                let s: Vec<String> = keys
+                    .iter()
+                    .map(|k| format!("{k}={}", canon(&r[*k])))
+                    .collect();
+                (s.join(","), r)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "view {view}: {} rows streamed, {} in the batch oracle",
+        got.len(),
+        want.len()
+    );
+    let (g, w) = (sort(got), sort(want));
+    for ((gs, gr), (ws, wr)) in g.iter().zip(w.iter()) {
+        let same = gr.len() == wr.len()
+            && wr
+                .iter()
+                .all(|(k, v)| gr.get(k).is_some_and(|x| close(x, v)));
+        assert!(
+            same,
+            "view {view}: streamed row\n  {gs}\ndiffers from the batch oracle's\n  {ws}"
+        );
+    }
+}
