@@ -1,1 +1,226 @@
-fn main() {}
+//! Throughput of the data path, measured with criterion, plus the flat-cost and flat-memory
+//! checks (printed as a table; copy into docs/BENCHMARKS.md).
+//!
+//! `cargo bench --bench pipeline` runs everything. Set `RUNNEL_BENCH_LONG=10000000` for the
+//! 10M-event flatness run (default 2M).
+
+use std::path::Path;
+use std::time::Instant;
+
+use criterion::{criterion_group, Criterion, Throughput};
+use runnel::decode::{Origin, RawBatch, StreamDecoder};
+use runnel::engine::{view_file, Engine, ViewDef};
+use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
+use runnel::schema::Streams;
+
+const BATCH: usize = 8192;
+
+struct Feed {
+    gen: Generator,
+    stream_of: [usize; 6],
+    seq: u64,
+}
+
+impl Feed {
+    fn new(streams: &Streams, seed: u64) -> Self {
+        let mut stream_of = [0; 6];
+        for t in Topic::ALL {
+            stream_of[t as usize] = streams.index_of(t.stream()).unwrap();
+        }
+        Feed {
+            gen: Generator::new(
+                seed,
+                Clock::Simulated {
+                    start_ms: DEFAULT_START_MS,
+                },
+            ),
+            stream_of,
+            seq: 0,
+        }
+    }
+    /// One round of `n` events, split per stream.
+    fn round(&mut self, n: usize) -> Vec<RawBatch> {
+        let mut bufs: [Vec<u8>; 6] = Default::default();
+        for _ in 0..n {
+            self.gen.next_into(&mut bufs);
+        }
+        let mut out = Vec::new();
+        for t in Topic::ALL {
+            let data = std::mem::take(&mut bufs[t as usize]);
+            if data.is_empty() {
+                continue;
+            }
+            self.seq += 1;
+            out.push(RawBatch::from_lines(
+                self.stream_of[t as usize],
+                data,
+                Origin::Generator { first: self.seq },
+            ));
+        }
+        out
+    }
+}
+
+struct Pipe {
+    engine: Engine,
+    decoders: Vec<StreamDecoder>,
+}
+
+impl Pipe {
+    async fn new(streams: &Streams, defs: &[ViewDef]) -> Self {
+        let engine = Engine::new(streams.clone(), defs).await.unwrap();
+        let decoders = streams
+            .streams
+            .iter()
+            .map(|s| StreamDecoder::new(s.clone()).unwrap())
+            .collect();
+        Pipe { engine, decoders }
+    }
+    async fn run(&mut self, rounds: &[Vec<RawBatch>]) {
+        for round in rounds {
+            for raw in round {
+                let d = self.decoders[raw.stream].decode(raw).unwrap();
+                self.engine.process(raw.stream, d.batch).await.unwrap();
+            }
+        }
+    }
+}
+
+fn catalog() -> (Streams, Vec<ViewDef>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let streams = Streams::load(&root.join("schemas")).unwrap();
+    let (defs, errs) = view_file::load_dir(&root.join("queries")).unwrap();
+    assert!(errs.is_empty());
+    (streams, defs)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bench_generator(c: &mut Criterion) {
+    let mut g = c.benchmark_group("generate");
+    let n = 100_000;
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("100k events to NDJSON buffers", |b| {
+        let mut gen = Generator::new(
+            1,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        let mut bufs: [Vec<u8>; 6] = Default::default();
+        b.iter(|| {
+            for x in bufs.iter_mut() {
+                x.clear();
+            }
+            for _ in 0..n {
+                gen.next_into(&mut bufs);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let (streams, _) = catalog();
+    let mut feed = Feed::new(&streams, 2);
+    let rounds: Vec<_> = (0..25).map(|_| feed.round(BATCH)).collect();
+    let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+    let mut decoders: Vec<StreamDecoder> = streams
+        .streams
+        .iter()
+        .map(|s| StreamDecoder::new(s.clone()).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("arrow-json, all streams", |b| {
+        b.iter(|| {
+            for raw in rounds.iter().flatten() {
+                decoders[raw.stream].decode(raw).unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let (streams, defs) = catalog();
+    let rt = rt();
+    let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
+    let mut feed = Feed::new(&streams, 3);
+    // Warm up: the initial customers/products and some history.
+    let warm: Vec<_> = (0..30).map(|_| feed.round(BATCH)).collect();
+    rt.block_on(pipe.run(&warm));
+    let rounds: Vec<_> = (0..25).map(|_| feed.round(BATCH)).collect();
+    let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(n as u64));
+    g.sample_size(10);
+    g.bench_function("decode + all shipped views", |b| {
+        b.iter(|| rt.block_on(pipe.run(&rounds)))
+    });
+    g.finish();
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        })
+        .map(|pages| pages * 4096.0 / (1 << 20) as f64)
+        .unwrap_or(0.0)
+}
+
+/// Throughput of a fixed 200k-event slice after `warm` events; RSS after `warm` events.
+fn flatness() {
+    let long: usize = std::env::var("RUNNEL_BENCH_LONG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let (streams, defs) = catalog();
+    let rt = rt();
+    let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
+    let mut feed = Feed::new(&streams, 4);
+    let checkpoints = [100_000usize, 1_000_000, long];
+    let mut done = 0usize;
+    println!("\nflatness (decode + all shipped views, one core, batches of {BATCH} events)");
+    println!("| events before | events/s over the next 200k | RSS MiB | live groups |");
+    println!("|---:|---:|---:|---:|");
+    for &cp in &checkpoints {
+        while done < cp {
+            let round = feed.round(BATCH);
+            done += BATCH;
+            rt.block_on(pipe.run(&[round]));
+        }
+        let rounds: Vec<_> = (0..25).map(|_| feed.round(BATCH)).collect();
+        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        let t = Instant::now();
+        rt.block_on(pipe.run(&rounds));
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        done += n;
+        let groups: usize = pipe
+            .engine
+            .view_stats()
+            .iter()
+            .map(|v| v.groups.max(v.rows))
+            .sum();
+        println!("| {cp} | {rate:.0} | {:.0} | {groups} |", rss_mib());
+    }
+}
+
+criterion_group!(benches, bench_generator, bench_decode, bench_pipeline);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if std::env::args().any(|a| a == "--bench") {
+        flatness();
+    }
+}

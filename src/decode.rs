@@ -269,3 +269,101 @@ fn build(schema: &SchemaRef, batch_size: usize) -> Result<Decoder> {
 fn clean(s: String) -> String {
     s.trim_start_matches("Json error: ").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Streams;
+
+    fn decoder() -> StreamDecoder {
+        let s = Streams::builtin();
+        StreamDecoder::new(s.get("transactions").unwrap().clone()).unwrap()
+    }
+
+    const GOOD: &str = r#"{"transaction_id":"T1","customer_id":"C1","product_id":"P1","quantity":2,"price":1.5,"total_amount":3.0,"payment_method":"paypal","status":"completed","transaction_time":"2026-01-01T00:00:00.000Z"}"#;
+
+    fn batch(lines: &[&str]) -> RawBatch {
+        let mut data = lines.join("\n").into_bytes();
+        data.push(b'\n');
+        RawBatch::from_lines(
+            0,
+            data,
+            Origin::Lines {
+                file: "t.ndjson".into(),
+                first_line: 10,
+            },
+        )
+    }
+
+    #[test]
+    fn good_batch_takes_the_fast_path() {
+        let d = decoder().decode(&batch(&[GOOD, GOOD, GOOD])).unwrap();
+        assert_eq!(d.batch.num_rows(), 3);
+        assert!(d.rejected.is_empty());
+    }
+
+    #[test]
+    fn bad_records_are_set_aside_with_reason_and_position() {
+        let wrong_type = GOOD.replace("\"quantity\":2", "\"quantity\":\"lots\"");
+        let missing = GOOD.replace("\"customer_id\":\"C1\",", "");
+        let nan = GOOD.replace("\"price\":1.5", "\"price\":NaN");
+        let lines = [
+            GOOD,
+            "{not json",
+            &wrong_type,
+            "",
+            &missing,
+            GOOD,
+            "[1,2]",
+            &nan,
+            "{} {}",
+            "\u{fffd}",
+        ];
+        let d = decoder().decode(&batch(&lines)).unwrap();
+        assert_eq!(d.batch.num_rows(), 2, "{:?}", d.rejected);
+        let pos: Vec<&str> = d.rejected.iter().map(|r| r.position.as_str()).collect();
+        assert_eq!(
+            pos,
+            [
+                "t.ndjson:11",
+                "t.ndjson:12",
+                "t.ndjson:13",
+                "t.ndjson:14",
+                "t.ndjson:16",
+                "t.ndjson:17",
+                "t.ndjson:18",
+                "t.ndjson:19"
+            ]
+        );
+        let reason = |i: usize| d.rejected[i].reason.clone();
+        assert!(
+            reason(1).contains("quantity") || reason(1).contains("lots"),
+            "{}",
+            reason(1)
+        );
+        assert_eq!(reason(2), "empty record");
+        assert!(reason(3).contains("customer_id"), "{}", reason(3));
+    }
+
+    #[test]
+    fn invalid_utf8_and_giant_records() {
+        let mut data = GOOD.as_bytes().to_vec();
+        data.extend_from_slice(b"\n{\"transaction_id\":\"\xff\xfe\"}\n");
+        data.extend_from_slice(&vec![b' '; MAX_RECORD_BYTES + 10]);
+        data.extend_from_slice(b"{}\n");
+        let raw = RawBatch::from_lines(0, data, Origin::Generator { first: 0 });
+        let d = decoder().decode(&raw).unwrap();
+        assert_eq!(d.batch.num_rows(), 1);
+        assert_eq!(d.rejected.len(), 2);
+        assert!(
+            d.rejected[0].reason.contains("UTF-8"),
+            "{}",
+            d.rejected[0].reason
+        );
+        assert!(
+            d.rejected[1].reason.contains("byte limit"),
+            "{}",
+            d.rejected[1].reason
+        );
+    }
+}

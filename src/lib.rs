@@ -10,6 +10,7 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod kafka;
 pub mod oracle;
 pub mod pipeline;
 pub mod schema;

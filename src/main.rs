@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 
 use runnel::engine::{view_file, Engine, ViewDef};
 use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
+use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
 use runnel::pipeline::{self, PipelineOptions};
 use runnel::schema::Streams;
 use runnel::sink::{self, console::ConsoleOptions, SinkSpec};
+use runnel::source::kafka::{KafkaSource, KafkaSourceConfig};
 use runnel::source::{self, files::FileSource, generator::GeneratorSource, SourceSpec};
 
 /// SQL-first streaming analytics: continuous SQL views over e-commerce event streams.
@@ -34,6 +36,34 @@ enum Command {
     Generate(GenerateArgs),
     /// Validate view files against the schemas; report every problem with file:line:column.
     Check(CheckArgs),
+    /// Start a local Kafka-protocol broker for trials and tests (librdkafka's mock cluster,
+    /// in memory, not for production) and print its bootstrap address.
+    Broker(BrokerArgs),
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// Number of brokers in the cluster.
+    #[arg(long, default_value_t = 1)]
+    brokers: i32,
+    /// Partitions of each of the six topics, created at start.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Replication factor of the topics (at most --brokers).
+    #[arg(long, default_value_t = 1)]
+    replication: i32,
+}
+
+#[derive(Args, Clone)]
+struct KafkaArgs {
+    /// librdkafka property for every Kafka client, `key=value` (repeatable), e.g.
+    /// `security.protocol=SASL_SSL`, `sasl.username=...`. Secrets are never logged.
+    #[arg(
+        long = "kafka-option",
+        env = "RUNNEL_KAFKA_OPTIONS",
+        value_delimiter = ';'
+    )]
+    kafka_options: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -84,6 +114,14 @@ struct RunArgs {
     /// Rows shown per view on the console.
     #[arg(long, default_value_t = 8)]
     rows: usize,
+    /// Kafka: consumer group (instances in one group split the partitions).
+    #[arg(long, default_value = "runnel", env = "RUNNEL_GROUP")]
+    group: String,
+    /// Kafka: longest wait (ms) for a micro-batch to fill before it is processed.
+    #[arg(long, default_value_t = 100)]
+    max_wait_ms: u64,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Args)]
@@ -104,6 +142,17 @@ struct GenerateArgs {
     /// Random seed: the same seed gives the same events.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Produce to Kafka at HOST:PORT[,HOST:PORT...] instead of writing files.
+    #[arg(long, conflicts_with_all = ["out", "stdout"])]
+    kafka: Option<String>,
+    /// Kafka: partitions for topics that do not exist yet.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Kafka: replication factor for topics that do not exist yet.
+    #[arg(long, default_value_t = 1)]
+    replication: i32,
+    #[command(flatten)]
+    kafka_opts: KafkaArgs,
 }
 
 #[derive(Args)]
@@ -207,6 +256,11 @@ fn main() -> std::process::ExitCode {
         dead_letters: "runnel-dead-letters.ndjson".into(),
         refresh: 1.0,
         rows: 8,
+        group: "runnel".into(),
+        max_wait_ms: 100,
+        kafka: KafkaArgs {
+            kafka_options: Vec::new(),
+        },
     }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -223,6 +277,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => run(a).await,
             Command::Generate(a) => generate(a).await,
             Command::Check(a) => check(a).await,
+            Command::Broker(a) => broker(a).await,
         }
     });
     match result {
@@ -270,6 +325,17 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
             )?)
         }
         SourceSpec::Files(dir) => Box::new(FileSource::open(dir, &streams, a.batch_size)?),
+        SourceSpec::Kafka(hosts) => Box::new(KafkaSource::start(
+            KafkaSourceConfig {
+                bootstrap: hosts.clone(),
+                group: a.group.clone(),
+                options: KafkaOptions::parse(&a.kafka.kafka_options).map_err(anyhow::Error::msg)?,
+                max_records: a.batch_size,
+                max_wait: Duration::from_millis(a.max_wait_ms),
+                until_end: a.until_drained,
+            },
+            &streams,
+        )?),
     };
     let status = Arc::new(Mutex::new(String::from("runnel | starting")));
     let mut sinks = sink::build(
@@ -316,6 +382,30 @@ async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
             start_ms: DEFAULT_START_MS,
         }
     };
+    if let Some(hosts) = &a.kafka {
+        let opts = KafkaOptions::parse(&a.kafka_opts.kafka_options).map_err(anyhow::Error::msg)?;
+        if let Err(e) = producer::ensure_topics(hosts, &opts, a.partitions, a.replication).await {
+            eprintln!("warning: {e} (continuing: the topics may already exist)");
+        }
+        let count = match (a.count, a.rate) {
+            (Some(c), _) => Some(c),
+            (None, Some(_)) => None,
+            (None, None) => Some(100_000),
+        };
+        let (rate, seed, hosts) = (a.rate, a.seed, hosts.clone());
+        let started = std::time::Instant::now();
+        let n = tokio::task::spawn_blocking(move || {
+            let mut gen = Generator::new(seed, clock);
+            producer::produce(&hosts, &opts, &mut gen, count, rate)
+        })
+        .await??;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{n} events produced in {secs:.2}s ({:.0} events/s)",
+            n as f64 / secs.max(1e-9)
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let count = match (a.count, a.rate) {
         (Some(c), _) => Some(c),
         (None, Some(_)) => None,
@@ -333,7 +423,7 @@ async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
             files.push(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)));
         }
     } else if !a.stdout {
-        bail!("say where the events go: --out DIR or --stdout");
+        bail!("say where the events go: --out DIR, --stdout or --kafka HOST:PORT");
     }
     let started = std::time::Instant::now();
     let mut produced: u64 = 0;
@@ -393,6 +483,26 @@ async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
         "{produced} events in {secs:.2}s ({:.0} events/s)",
         produced as f64 / secs.max(1e-9)
     );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn broker(a: BrokerArgs) -> anyhow::Result<std::process::ExitCode> {
+    init_logs(false);
+    let b = LocalBroker::start(a.brokers)?;
+    for t in Topic::ALL {
+        b.create_topic(t.topic(), a.partitions, a.replication)?;
+    }
+    println!("{}", b.bootstrap());
+    eprintln!(
+        "local Kafka-protocol broker ({} broker(s), {} partitions per topic) at {} -- for trials and tests, not production. Ctrl-C stops it.",
+        a.brokers,
+        a.partitions,
+        b.bootstrap()
+    );
+    eprintln!("  runnel generate --kafka {} --rate 1000", b.bootstrap());
+    eprintln!("  runnel run --source kafka:{}", b.bootstrap());
+    let _ = tokio::signal::ctrl_c().await;
+    drop(b);
     Ok(std::process::ExitCode::SUCCESS)
 }
 

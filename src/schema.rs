@@ -304,7 +304,7 @@ fields = [ { name = "ts", type = "timestamp" }, { name = "n", type = "decimal" }
             "{msg}"
         );
         let text = text
-            .replace("\"ts\" }", "\"ts2\" }")
+            .replace("decimal", "int64")
             .replace("event_time = \"ts\"", "event_time = \"nope\"");
         let e = StreamSchema::parse(Path::new("x.toml"), &text).unwrap_err();
         assert!(e.to_string().contains("event_time `nope`"), "{e}");

@@ -243,7 +243,11 @@ impl Engine {
     /// Plans every view. Fails on the first invalid view; see [`Engine::check`] for all errors.
     pub async fn new(streams: Streams, defs: &[ViewDef]) -> Result<Self> {
         let mut engine = Self::empty(streams)?;
-        for def in order_views(&engine.ctx, defs)? {
+        let (ordered, mut errors) = order_views(&engine.ctx, defs);
+        if !errors.is_empty() {
+            return Err(errors.remove(0));
+        }
+        for def in ordered {
             engine.compile(def).await?;
         }
         engine.mark_readers();
@@ -253,11 +257,7 @@ impl Engine {
     /// Plans every view and returns every problem found (empty: all good).
     pub async fn check(streams: Streams, defs: &[ViewDef]) -> Result<Vec<Error>> {
         let mut engine = Self::empty(streams)?;
-        let mut errors = Vec::new();
-        let ordered = match order_views(&engine.ctx, defs) {
-            Ok(o) => o,
-            Err(e) => return Ok(vec![e]),
-        };
+        let (ordered, mut errors) = order_views(&engine.ctx, defs);
         for def in ordered {
             if let Err(e) = engine.compile(def).await {
                 errors.push(e);
@@ -712,51 +712,63 @@ fn run_chain(
     Ok((b, mask))
 }
 
-/// Orders views so that every view comes after the views it reads.
-fn order_views<'a>(ctx: &SessionContext, defs: &'a [ViewDef]) -> Result<Vec<&'a ViewDef>> {
+/// Orders views so that every view comes after the views it reads. Views that do not parse,
+/// or read each other in a cycle, come back as errors instead.
+fn order_views<'a>(ctx: &SessionContext, defs: &'a [ViewDef]) -> (Vec<&'a ViewDef>, Vec<Error>) {
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
-    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(defs.len());
+    let mut errors = Vec::new();
+    let mut refs: Vec<Option<Vec<String>>> = Vec::with_capacity(defs.len());
     for def in defs {
-        let stmt = state
+        let parsed = state
             .sql_to_statement(&def.sql, &dialect)
-            .map_err(|e| plan::view_error(def, &e))?;
-        let refs = state
-            .resolve_table_references(&stmt)
-            .map_err(|e| plan::view_error(def, &e))?;
-        deps.push(
-            refs.iter()
-                .filter_map(|r| defs.iter().position(|d| d.name == r.table()))
-                .collect(),
-        );
+            .and_then(|stmt| state.resolve_table_references(&stmt));
+        match parsed {
+            Ok(r) => refs.push(Some(r.iter().map(|t| t.table().to_string()).collect())),
+            Err(e) => {
+                errors.push(plan::view_error(def, &e));
+                refs.push(None);
+            }
+        }
     }
-    let mut done = vec![false; defs.len()];
+    let deps: Vec<Vec<usize>> = refs
+        .iter()
+        .map(|r| {
+            r.iter()
+                .flatten()
+                .filter_map(|t| defs.iter().position(|d| &d.name == t))
+                .collect()
+        })
+        .collect();
+    let mut done: Vec<bool> = refs.iter().map(|r| r.is_none()).collect();
     let mut order = Vec::with_capacity(defs.len());
-    while order.len() < defs.len() {
+    loop {
         let before = order.len();
         for i in 0..defs.len() {
-            if !done[i] && deps[i].iter().all(|&d| done[d] || d == i) {
+            if !done[i]
+                && deps[i]
+                    .iter()
+                    .all(|&d| (done[d] && refs[d].is_some()) || d == i)
+            {
                 done[i] = true;
                 order.push(&defs[i]);
             }
         }
         if order.len() == before {
-            let stuck: Vec<&str> = (0..defs.len())
-                .filter(|&i| !done[i])
-                .map(|i| defs[i].name.as_str())
-                .collect();
-            let first = defs
-                .iter()
-                .find(|d| !done[defs.iter().position(|x| x.name == d.name).unwrap_or(0)]);
-            return Err(Error::View {
-                path: first.map(|d| d.path.clone()).unwrap_or_default(),
+            break;
+        }
+    }
+    for i in 0..defs.len() {
+        if !done[i] {
+            errors.push(Error::View {
+                path: defs[i].path.clone(),
                 line: 1,
                 column: 1,
-                message: format!("views read each other in a cycle: {}", stuck.join(" -> ")),
+                message: "this view reads a view that is invalid or reads it back (a cycle)".into(),
             });
         }
     }
-    Ok(order)
+    (order, errors)
 }
 
 /// A filter mask with NULL read as false.

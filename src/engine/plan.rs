@@ -10,6 +10,7 @@
 //! - **recompute**: anything over bounded inputs (keyed tables, other views' results) — ORDER BY
 //!   .. LIMIT, window functions, joins of views — re-runs over those inputs when they change;
 //!   its cost is bounded by the number of keys/groups, never by history.
+//!
 //! A view that mixes them (say ORDER BY .. LIMIT over a GROUP BY of a stream) is split: the
 //! streaming part becomes a hidden view and the rest recomputes over it. Anything that would
 //! need unbounded state is rejected with a reason and a way out.
@@ -49,6 +50,18 @@ pub(crate) fn view_error(def: &ViewDef, e: &DataFusionError) -> Error {
             column = c;
         }
     }
+    // sqlparser's errors arrive as `ParserError("... at Line: 3, Column: 11")`.
+    let msg = match msg
+        .strip_prefix("ParserError(\"")
+        .and_then(|m| m.strip_suffix("\")"))
+    {
+        Some(inner) => inner
+            .split(" at Line: ")
+            .next()
+            .unwrap_or(inner)
+            .to_string(),
+        None => msg,
+    };
     if line == 0 {
         if let Some((l, c)) = guess_position(&def.sql, &msg) {
             line = l;

@@ -148,7 +148,7 @@ impl ViewResult {
             return Ok(None);
         }
         self.snapshot = None;
-        Ok(Some(self.materialize(changed.iter().map(|&s| s))?))
+        Ok(Some(self.materialize(changed.iter().copied())?))
     }
 
     /// Removes the rows whose keys appear in `batch`; returns their last values.

@@ -204,7 +204,7 @@ impl Generator {
         match self.clock {
             Clock::Simulated { .. } => self.now_ms += self.rng.random_range(0..=20),
             Clock::Wall => {
-                if self.seq % 64 == 0 {
+                if self.seq.is_multiple_of(64) {
                     self.now_ms = wall_ms().max(self.now_ms);
                 }
             }

@@ -78,10 +78,13 @@ pub fn row_key(view: &ViewInfo, row: &Map<String, Value>) -> String {
     serde_json::to_string(&vals).unwrap_or_default()
 }
 
+/// Rows of one view by key.
+pub type KeyedRows = BTreeMap<String, Map<String, Value>>;
+
 /// A view's result as the sinks see it: the changelog applied, one row per key.
 #[derive(Default)]
 pub struct Materialized {
-    pub views: BTreeMap<String, (Arc<ViewInfo>, BTreeMap<String, Map<String, Value>>)>,
+    pub views: BTreeMap<String, (Arc<ViewInfo>, KeyedRows)>,
     /// Rows of append-only views without a key, in arrival order.
     pub appended: BTreeMap<String, Vec<Map<String, Value>>>,
 }

@@ -109,9 +109,9 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Event time of the last buffered line that has one.
+    /// The latest event time among the buffered lines.
     fn horizon(&self) -> Option<i64> {
-        self.pending.iter().rev().find_map(|(_, t)| *t)
+        self.pending.iter().filter_map(|(_, t)| *t).max()
     }
 }
 

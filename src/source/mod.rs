@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod generator;
+pub mod kafka;
 
 use async_trait::async_trait;
 
@@ -25,6 +26,8 @@ pub trait Source: Send {
 pub enum SourceSpec {
     Generator,
     Files(std::path::PathBuf),
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    Kafka(String),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -33,7 +36,10 @@ impl std::str::FromStr for SourceSpec {
         match s.split_once(':') {
             None if s == "generator" => Ok(SourceSpec::Generator),
             Some(("files", dir)) if !dir.is_empty() => Ok(SourceSpec::Files(dir.into())),
-            _ => Err(format!("unknown source `{s}`: use generator or files:DIR")),
+            Some(("kafka", hosts)) if !hosts.is_empty() => Ok(SourceSpec::Kafka(hosts.to_string())),
+            _ => Err(format!(
+                "unknown source `{s}`: use generator, files:DIR or kafka:HOST:PORT[,HOST:PORT...]"
+            )),
         }
     }
 }

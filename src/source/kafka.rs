@@ -1,0 +1,297 @@
+//! `kafka:HOST:PORT[,HOST:PORT...]`: subscribe to every stream's topic in a consumer group.
+//!
+//! A polling thread turns messages into per-stream micro-batches, flushed by size or time,
+//! whichever comes first, into a bounded channel: a slow engine or sink stops the polling
+//! (librdkafka then buffers a bounded amount), so memory stays bounded. Offsets are committed
+//! by [`Source::commit`], which the pipeline calls only after every sink has flushed the
+//! results of all rounds handed out so far.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::Source;
+use crate::decode::{now_ms, Origin, RawBatch};
+use crate::error::{Error, Result};
+use crate::kafka::KafkaOptions;
+use crate::schema::Streams;
+
+/// How the Kafka source batches and where it stops.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    pub bootstrap: String,
+    pub group: String,
+    pub options: KafkaOptions,
+    /// Records per round before it is handed on.
+    pub max_records: usize,
+    /// Longest a round waits to fill up.
+    pub max_wait: Duration,
+    /// Stop once every assigned partition has been read to its end (replay of a topic).
+    pub until_end: bool,
+}
+
+fn err(m: impl Into<String>) -> Error {
+    Error::Source {
+        source_name: "kafka".into(),
+        message: m.into(),
+    }
+}
+
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer>,
+    rx: mpsc::Receiver<Result<Vec<RawBatch>>>,
+    stop: Arc<AtomicBool>,
+    /// Next offset to commit per (topic, partition), from rounds handed out.
+    handed_out: HashMap<(String, i32), i64>,
+    committed: HashMap<(String, i32), i64>,
+}
+
+impl KafkaSource {
+    pub fn start(cfg: KafkaSourceConfig, streams: &Streams) -> Result<Self> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &cfg.bootstrap)
+            .set("group.id", &cfg.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "65536")
+            .set("session.timeout.ms", "10000");
+        cfg.options.apply(&mut c);
+        tracing::info!(bootstrap = %cfg.bootstrap, group = %cfg.group, options = ?cfg.options.redacted(), "connecting to Kafka");
+        let consumer: BaseConsumer = c.create().map_err(|e| err(e.to_string()))?;
+        // Fail fast and clearly when nothing answers, rather than retrying silently forever.
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| err(format!("cannot reach Kafka at {}: {e}", cfg.bootstrap)))?;
+        let existing: Vec<&str> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name())
+            .collect();
+        let topics: Vec<&str> = streams.streams.iter().map(|s| s.topic.as_str()).collect();
+        let missing: Vec<&&str> = topics.iter().filter(|t| !existing.contains(t)).collect();
+        if missing.len() == topics.len() {
+            return Err(err(format!(
+                "none of the topics exist at {}: {} (create them, or run `runnel generate --kafka {}`)",
+                cfg.bootstrap,
+                topics.join(", "),
+                cfg.bootstrap
+            )));
+        }
+        for t in &missing {
+            tracing::warn!(topic = %t, "topic does not exist yet; its stream stays empty until it does");
+        }
+        let present: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|t| existing.contains(t))
+            .collect();
+        consumer
+            .subscribe(&present)
+            .map_err(|e| err(e.to_string()))?;
+        let consumer = Arc::new(consumer);
+        let (tx, rx) = mpsc::channel(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stream_of: HashMap<String, usize> = streams
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.topic.clone(), i))
+            .collect();
+        let poller = Poller {
+            consumer: consumer.clone(),
+            stream_of,
+            cfg,
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn(move || poller.run(tx))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(KafkaSource {
+            consumer,
+            rx,
+            stop,
+            handed_out: HashMap::new(),
+            committed: HashMap::new(),
+        })
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Pending {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    offsets: Vec<(i32, i64)>,
+}
+
+struct Poller {
+    consumer: Arc<BaseConsumer>,
+    stream_of: HashMap<String, usize>,
+    cfg: KafkaSourceConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl Poller {
+    fn run(self, tx: mpsc::Sender<Result<Vec<RawBatch>>>) {
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut count = 0usize;
+        let mut started = Instant::now();
+        // until_end: the end offsets of the assigned partitions when first assigned, and how
+        // far each has been read.
+        let mut ends: Option<HashMap<(String, i32), i64>> = None;
+        let mut read: HashMap<(String, i32), i64> = HashMap::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    let topic = m.topic().to_string();
+                    read.insert((topic.clone(), m.partition()), m.offset() + 1);
+                    let p = pending.entry(topic).or_insert_with(|| Pending {
+                        data: Vec::new(),
+                        ends: Vec::new(),
+                        offsets: Vec::new(),
+                    });
+                    p.data.extend_from_slice(m.payload().unwrap_or_default());
+                    p.data.push(b'\n');
+                    p.ends.push(p.data.len());
+                    p.offsets.push((m.partition(), m.offset()));
+                    if count == 0 {
+                        started = Instant::now();
+                    }
+                    count += 1;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka"),
+                None => {}
+            }
+            let mut finished = false;
+            if self.cfg.until_end {
+                if ends.is_none() {
+                    ends = self.end_offsets();
+                    // Partitions this group had already read start at their committed offset.
+                    if let (Some(_), Ok(c)) =
+                        (&ends, self.consumer.committed(Duration::from_secs(10)))
+                    {
+                        for e in c.elements() {
+                            if let Offset::Offset(o) = e.offset() {
+                                let r = read
+                                    .entry((e.topic().to_string(), e.partition()))
+                                    .or_insert(0);
+                                *r = (*r).max(o);
+                            }
+                        }
+                    }
+                }
+                if let Some(e) = &ends {
+                    finished = e
+                        .iter()
+                        .all(|(k, &end)| read.get(k).copied().unwrap_or(0) >= end);
+                }
+            }
+            let full = count >= self.cfg.max_records;
+            let due = count > 0 && started.elapsed() >= self.cfg.max_wait;
+            if full || due || (finished && count > 0) {
+                let round = self.round(&mut pending);
+                count = 0;
+                if tx.blocking_send(Ok(round)).is_err() {
+                    return;
+                }
+            }
+            if finished {
+                return;
+            }
+        }
+    }
+
+    /// High watermarks of the current assignment (None until partitions are assigned).
+    fn end_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
+        let a = self.consumer.assignment().ok()?;
+        if a.count() == 0 {
+            return None;
+        }
+        let mut out = HashMap::new();
+        for e in a.elements() {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .ok()?;
+            out.insert((e.topic().to_string(), e.partition()), high);
+        }
+        Some(out)
+    }
+
+    fn round(&self, pending: &mut HashMap<String, Pending>) -> Vec<RawBatch> {
+        let mut out = Vec::new();
+        let read_at = now_ms();
+        for (topic, p) in pending.drain() {
+            let Some(&stream) = self.stream_of.get(&topic) else {
+                continue;
+            };
+            out.push(RawBatch {
+                stream,
+                data: p.data,
+                ends: p.ends,
+                origin: Origin::Kafka {
+                    topic: Arc::from(topic.as_str()),
+                    offsets: p.offsets,
+                },
+                read_at_ms: read_at,
+            });
+        }
+        // Keyed tables first, as the file source does.
+        out.sort_by_key(|r| r.stream);
+        out
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn next(&mut self) -> Result<Option<Vec<RawBatch>>> {
+        match self.rx.recv().await {
+            None => Ok(None),
+            Some(Err(e)) => Err(e),
+            Some(Ok(round)) => {
+                for raw in &round {
+                    if let Origin::Kafka { topic, offsets } = &raw.origin {
+                        for &(p, o) in offsets {
+                            let e = self.handed_out.entry((topic.to_string(), p)).or_insert(0);
+                            *e = (*e).max(o + 1);
+                        }
+                    }
+                }
+                Ok(Some(round))
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.handed_out {
+            if self.committed.get(&(t.clone(), *p)) != Some(o) {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(format!("committing offsets: {e}")))?;
+        self.committed = self.handed_out.clone();
+        Ok(())
+    }
+}

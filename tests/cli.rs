@@ -1,0 +1,263 @@
+//! The binary, driven as a user drives it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn runnel() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runnel"));
+    c.current_dir(common::root());
+    c.env_remove("RUNNEL_LOG");
+    c
+}
+
+fn output(c: &mut Command) -> (bool, String) {
+    let o = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+#[test]
+fn help_is_complete() {
+    let (ok, text) = output(runnel().arg("--help"));
+    assert!(ok);
+    for cmd in ["run", "generate", "check"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+    let (ok, text) = output(runnel().args(["run", "--help"]));
+    assert!(ok);
+    for flag in [
+        "--queries",
+        "--source",
+        "--sink",
+        "--until-drained",
+        "--dead-letters",
+        "--batch-size",
+    ] {
+        assert!(text.contains(flag), "run --help lacks {flag}: {text}");
+    }
+    let (ok, text) = output(runnel().args(["generate", "--help"]));
+    assert!(ok && text.contains("--seed") && text.contains("--rate") && text.contains("--count"));
+}
+
+#[test]
+fn check_accepts_the_shipped_views() {
+    let (ok, text) = output(runnel().arg("check"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("views OK") && text.contains("low_stock"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "syntax.sql",
+        "-- a comment\nSELECT product_id,\n  count(* AS n\nFROM transactions GROUP BY product_id\n",
+    );
+    write(
+        "unknown_col.sql",
+        "SELECT product_id, sum(quantty) AS q\nFROM transactions GROUP BY product_id\n",
+    );
+    write("stream_join.sql", "SELECT t.product_id, count(*) AS n FROM transactions t\nJOIN product_views v ON t.product_id = v.product_id GROUP BY t.product_id\n");
+    write(
+        "raw_topn.sql",
+        "SELECT * FROM transactions ORDER BY total_amount DESC LIMIT 5\n",
+    );
+    write("bad_option.sql", "-- @mdoe: append\nSELECT 1 AS x\n");
+    write("append_nowindow.sql", "-- @mode: append\nSELECT product_id, count(*) AS n FROM transactions GROUP BY product_id\n");
+    write(
+        "fine.sql",
+        "SELECT level, count(*) AS n FROM system_logs GROUP BY level\n",
+    );
+    let (ok, text) = output(runnel().args(["check", "--queries"]).arg(dir.path()));
+    assert!(!ok, "{text}");
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    assert!(text.contains(&format!("{}:3:", p("syntax.sql"))), "{text}");
+    assert!(
+        text.contains(&p("unknown_col.sql")) && text.contains("quantty"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&p("stream_join.sql")) && text.contains("joining the event stream"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&p("raw_topn.sql")) && text.contains("aggregate first"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}:1:", p("bad_option.sql"))) && text.contains("@mdoe"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&p("append_nowindow.sql")) && text.contains("needs a window"),
+        "{text}"
+    );
+    assert!(!text.contains("fine.sql"), "{text}");
+    assert!(text.contains("6 problem(s)"), "{text}");
+    // The same views are refused at start, with the reason.
+    let (ok, text) = output(
+        runnel()
+            .args([
+                "run",
+                "--until-drained",
+                "--count",
+                "10",
+                "--sink",
+                "ndjson:/tmp/unused",
+                "--queries",
+            ])
+            .arg(dir.path()),
+    );
+    assert!(!ok && text.contains("runnel check"), "{text}");
+}
+
+#[test]
+fn replay_from_files_sets_bad_and_late_records_aside() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, text) = output(
+        runnel()
+            .args(["generate", "--count", "20000", "--seed", "3", "--out"])
+            .arg(data.path()),
+    );
+    assert!(ok, "{text}");
+    // Garbage, and one event an hour behind everything else (late for the windowed views).
+    let tx = data.path().join("transaction_data.ndjson");
+    let mut body = std::fs::read_to_string(&tx).unwrap();
+    body.push_str("{\"transaction_id\": 12\n");
+    body.push_str("{\"transaction_id\":\"X\",\"customer_id\":\"CUST-000001\",\"product_id\":\"PROD-00001\",\"quantity\":1,\"price\":1.0,\"total_amount\":1.0,\"payment_method\":\"paypal\",\"status\":\"completed\",\"transaction_time\":\"2025-12-31T00:00:00.000Z\"}\n");
+    std::fs::write(&tx, body).unwrap();
+    let dead = out.path().join("dead.ndjson");
+    let (ok, text) = output(
+        runnel()
+            .args(["run", "--until-drained", "--batch-size", "500", "--source"])
+            .arg(format!("files:{}", data.path().display()))
+            .arg("--sink")
+            .arg(format!("ndjson:{}", out.path().display()))
+            .arg("--dead-letters")
+            .arg(&dead),
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("1 late, 1 malformed"), "{text}");
+    let lines = std::fs::read_to_string(&dead).unwrap();
+    let rows: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{lines}");
+    let malformed = rows.iter().find(|r| r["kind"] == "malformed").unwrap();
+    let n = body_lines(&tx) - 1;
+    assert!(
+        malformed["position"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{n}")),
+        "{malformed}"
+    );
+    let late = rows.iter().find(|r| r["kind"] == "late").unwrap();
+    assert_eq!(late["payload"]["transaction_id"], "X");
+    for view in [
+        "sales_velocity",
+        "low_stock",
+        "top_sellers",
+        "review_sentiment",
+        "system_health",
+    ] {
+        let p = out.path().join(format!("{view}.ndjson"));
+        assert!(
+            std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+            "{view} has no output"
+        );
+    }
+}
+
+fn body_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).unwrap().lines().count()
+}
+
+#[test]
+fn generate_is_deterministic_and_stdout_works() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for d in [&a, &b] {
+        let (ok, text) = output(
+            runnel()
+                .args(["generate", "--count", "5000", "--seed", "9", "--out"])
+                .arg(d.path()),
+        );
+        assert!(ok, "{text}");
+    }
+    for t in [
+        "customer_data",
+        "product_data",
+        "transaction_data",
+        "product_view_data",
+        "user_interaction_data",
+        "system_log_data",
+    ] {
+        let f = format!("{t}.ndjson");
+        assert_eq!(
+            std::fs::read(a.path().join(&f)).unwrap(),
+            std::fs::read(b.path().join(&f)).unwrap(),
+            "{t}"
+        );
+    }
+    let o = runnel()
+        .args(["generate", "--count", "700", "--stdout"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.lines().count(), 700);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(v["topic"].is_string() && v["value"].is_object());
+}
+
+#[test]
+fn default_run_shows_views_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = runnel()
+        .args([
+            "run",
+            "--rate",
+            "5000",
+            "--refresh",
+            "0.3",
+            "--dead-letters",
+        ])
+        .arg(dir.path().join("dl.ndjson"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for v in ["gender_engagement", "customer_interactions", "events/s"] {
+        assert!(text.contains(v), "console lacks {v}:\n{text}");
+    }
+}
