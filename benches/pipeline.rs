@@ -78,10 +78,12 @@ impl Pipe {
     }
     async fn run(&mut self, rounds: &[Vec<RawBatch>]) {
         for round in rounds {
+            let mut batches = Vec::with_capacity(round.len());
             for raw in round {
                 let d = self.decoders[raw.stream].decode(raw).unwrap();
-                self.engine.process(raw.stream, d.batch).await.unwrap();
+                batches.push((raw.stream, d.batch));
             }
+            self.engine.process_round(batches).await.unwrap();
         }
     }
 }

@@ -76,21 +76,23 @@ pub async fn run(
             drained = true;
             break;
         };
+        let mut decoded_round = Vec::with_capacity(round.len());
         for raw in round {
             let decoded = decoders[raw.stream].decode(&raw)?;
-            let name = engine.streams().streams[raw.stream].name.clone();
-            dead.rejected(&name, &decoded.rejected)?;
+            let name = &engine.streams().streams[raw.stream].name;
+            dead.rejected(name, &decoded.rejected)?;
             summary.events += decoded.batch.num_rows() as u64;
             summary.batches += 1;
-            let out = engine.process(raw.stream, decoded.batch).await?;
-            for (s, rows) in &out.late {
-                let name = engine.streams().streams[*s].name.clone();
-                dead.late(&name, engine.watermark(*s), rows)?;
-            }
-            if !out.outputs.is_empty() {
-                for sink in sinks.iter_mut() {
-                    sink.write(&out.outputs).await?;
-                }
+            decoded_round.push((raw.stream, decoded.batch));
+        }
+        let out = engine.process_round(decoded_round).await?;
+        for (s, rows) in &out.late {
+            let name = engine.streams().streams[*s].name.clone();
+            dead.late(&name, engine.watermark(*s), rows)?;
+        }
+        if !out.outputs.is_empty() {
+            for sink in sinks.iter_mut() {
+                sink.write(&out.outputs).await?;
             }
         }
         if last_flush.elapsed() >= opts.flush_every {

@@ -407,14 +407,45 @@ impl Engine {
 
     /// Runs one decoded micro-batch of one stream through every view.
     pub async fn process(&mut self, stream: usize, batch: RecordBatch) -> Result<StepOutput> {
+        self.process_round(vec![(stream, batch)]).await
+    }
+
+    /// Runs one round of micro-batches (at most one per stream, as a source delivers them):
+    /// each batch through the views that read its stream, then every view over tables and
+    /// views whose inputs changed, once for the whole round.
+    pub async fn process_round(
+        &mut self,
+        batches: Vec<(usize, RecordBatch)>,
+    ) -> Result<StepOutput> {
         let mut out = StepOutput::default();
+        let mut changed: HashSet<Input> = HashSet::new();
+        for (stream, batch) in batches {
+            self.ingest(stream, batch, &mut changed, &mut out).await?;
+        }
+        for i in 0..self.views.len() {
+            let triggered = matches!(self.views[i].kind, ViewKind::Recompute { .. })
+                && self.views[i].inputs.iter().any(|x| changed.contains(x));
+            if triggered {
+                let changes = self.recompute(i).await?;
+                self.publish(i, changes, &mut changed, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ingest(
+        &mut self,
+        stream: usize,
+        batch: RecordBatch,
+        changed: &mut HashSet<Input>,
+        out: &mut StepOutput,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
-            return Ok(out);
+            return Ok(());
         }
         let n = batch.num_rows() as u64;
         self.stats[stream].events += n;
         self.stats[stream].batches += 1;
-        let mut changed: HashSet<Input> = HashSet::new();
         let mut on_time = batch.clone();
         if let Some(table) = self.keyed[stream].as_mut() {
             if table.upsert(&batch)? {
@@ -449,9 +480,9 @@ impl Engine {
         let stream_batches = (batch, on_time);
         for i in 0..self.views.len() {
             let changes = self
-                .step_view(i, stream, &stream_batches, watermark, &changed)
+                .step_view(i, stream, &stream_batches, watermark)
                 .await?;
-            self.publish(i, changes, &mut changed, &mut out)?;
+            self.publish(i, changes, changed, out)?;
         }
         self.stream_tables[stream].data().set(Vec::new());
         if let Some(table) = self.keyed[stream].as_ref() {
@@ -459,7 +490,7 @@ impl Engine {
                 .data()
                 .set(vec![table.rows().clone()]);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// End of input: closes every open window and propagates the results.
@@ -513,7 +544,6 @@ impl Engine {
         stream: usize,
         (full, on_time): &(RecordBatch, RecordBatch),
         watermark: i64,
-        changed: &HashSet<Input>,
     ) -> Result<(Changes, bool)> {
         let v = &self.views[i];
         match &v.kind {
@@ -567,9 +597,6 @@ impl Engine {
                     }
                 }
                 Ok((changes, evicted))
-            }
-            ViewKind::Recompute { .. } if v.inputs.iter().any(|x| changed.contains(x)) => {
-                self.recompute(i).await
             }
             _ => Ok((Changes::none(), false)),
         }

@@ -250,7 +250,8 @@ impl Generator {
                 };
                 let p = &mut self.products[i];
                 match self.rng.random_range(0..4) {
-                    0 => p.stock += self.rng.random_range(20..200),
+                    // Restocks arrive in large lots, so popular products are low only sometimes.
+                    0 => p.stock += self.rng.random_range(200..5000),
                     1 => {
                         let f = self.rng.random_range(0.9..1.1);
                         p.price = (p.price * f * 100.0).round() / 100.0;
@@ -378,6 +379,11 @@ impl Generator {
         };
         let pay = PAYMENT[self.rng.random_range(0..PAYMENT.len())];
         let t = self.event_time();
+        if status == "completed" {
+            // Sales draw the stock down; the next product update reports it.
+            let s = &mut self.products[p].stock;
+            *s = (*s - quantity).max(0);
+        }
         let price = self.products[p].price;
         let total = (price * quantity as f64 * 100.0).round() / 100.0;
         let l = &mut self.line;
