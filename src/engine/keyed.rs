@@ -113,22 +113,6 @@ impl KeyedTable {
         Ok(())
     }
 
-    /// The rows whose keys occur in `keys` (each once).
-    pub fn lookup(&self, keys: &ArrayRef) -> Result<RecordBatch> {
-        let rows = self.converter.convert_columns(std::slice::from_ref(keys))?;
-        let mut idx: Vec<u32> = Vec::with_capacity(64);
-        let mut seen = vec![false; self.rows.num_rows()];
-        for k in rows.iter() {
-            if let Some(&r) = self.index.get(k.data()) {
-                if !seen[r] {
-                    seen[r] = true;
-                    idx.push(r as u32);
-                }
-            }
-        }
-        Ok(take_record_batch(&self.rows, &UInt32Array::from(idx))?)
-    }
-
     pub fn null_count(&self) -> usize {
         self.rows.column(self.key_col).null_count()
     }

@@ -141,9 +141,6 @@ pub(crate) struct CompiledView {
     read_by_views: bool,
     /// Latest rows of an append-only view, for the console and the REPL.
     recent: VecDeque<RecordBatch>,
-    /// Lookup joins of a streaming view: (keyed table's stream index, join column in the
-    /// stream batch). Only the table rows whose keys the batch holds are handed to the join.
-    lookups: Vec<(usize, usize)>,
 }
 
 impl CompiledView {
@@ -157,7 +154,6 @@ impl CompiledView {
             live,
             read_by_views: false,
             recent: VecDeque::new(),
-            lookups: Vec::new(),
         }
     }
 }
@@ -554,10 +550,7 @@ impl Engine {
             ViewKind::Stateless { stream: s, plan } if *s == stream => {
                 let plan = plan.clone();
                 self.stream_tables[stream].data().set(vec![full.clone()]);
-                self.narrow_lookups(i, full)?;
-                let batches = self.execute(&plan).await;
-                self.restore_lookups(i);
-                let batches = batches?;
+                let batches = self.execute(&plan).await?;
                 let v = &mut self.views[i];
                 let rows = rewrap(&v.info.schema, &batches)?;
                 if rows.num_rows() == 0 {
@@ -588,10 +581,7 @@ impl Engine {
                 }
                 let partial_plan = a.partial.clone();
                 self.stream_tables[stream].data().set(vec![input.clone()]);
-                self.narrow_lookups(i, input)?;
-                let partials = self.execute(&partial_plan).await;
-                self.restore_lookups(i);
-                let partials = partials?;
+                let partials = self.execute(&partial_plan).await?;
                 let mut changes = self.merge_partials(i, &partials)?;
                 let windowed =
                     matches!(&self.views[i].kind, ViewKind::Aggregate(a) if a.window.is_some());
@@ -609,26 +599,6 @@ impl Engine {
                 Ok((changes, evicted))
             }
             _ => Ok((Changes::none(), false)),
-        }
-    }
-
-    /// Hands each lookup join only the table rows whose keys occur in `batch`, so a lookup
-    /// costs the batch, not the table.
-    fn narrow_lookups(&self, i: usize, batch: &RecordBatch) -> Result<()> {
-        for &(table, col) in &self.views[i].lookups {
-            if let Some(t) = self.keyed[table].as_ref() {
-                let rows = t.lookup(batch.column(col))?;
-                self.stream_tables[table].data().set(vec![rows]);
-            }
-        }
-        Ok(())
-    }
-
-    fn restore_lookups(&self, i: usize) {
-        for &(table, _) in &self.views[i].lookups {
-            if let Some(t) = self.keyed[table].as_ref() {
-                self.stream_tables[table].data().set(vec![t.rows().clone()]);
-            }
         }
     }
 

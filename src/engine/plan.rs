@@ -553,7 +553,7 @@ impl Engine {
                 Some(k) => Some(ViewResult::new(out_schema.clone(), k)?),
                 None => None,
             };
-            let mut view = CompiledView::new(
+            return Ok(CompiledView::new(
                 info,
                 ViewKind::Stateless {
                     stream,
@@ -561,9 +561,7 @@ impl Engine {
                 },
                 inputs,
                 result,
-            );
-            view.lookups = self.lookups(&plan, stream);
-            return Ok(view);
+            ));
         }
         let Some((agg, stream)) = self.streaming_aggregate(&plan) else {
             return Err(reject(def, "internal: not a streaming view"));
@@ -690,8 +688,7 @@ impl Engine {
             window.is_some(),
         );
         let result = ViewResult::new(out_schema, key_cols)?;
-        let lookups = self.lookups(&plan, stream);
-        let mut view = CompiledView::new(
+        Ok(CompiledView::new(
             info,
             ViewKind::Aggregate(Box::new(AggregateView {
                 stream,
@@ -703,68 +700,7 @@ impl Engine {
             })),
             inputs,
             Some(result),
-        );
-        view.lookups = lookups;
-        Ok(view)
-    }
-
-    /// Lookup joins that can be narrowed to the batch's keys: an equality between the keyed
-    /// table's key column and a column of the stream, where the table side is a plain scan
-    /// (projections and filters only) and the table is read nowhere else in the view.
-    fn lookups(&self, plan: &LogicalPlan, stream: usize) -> Vec<(usize, usize)> {
-        let s = &self.streams.streams[stream];
-        let mut scans: std::collections::HashMap<usize, usize> = Default::default();
-        let _ = plan.apply_with_subqueries(|p| {
-            if let LogicalPlan::TableScan(t) = p {
-                if let Some(Input::Table(i)) = self.input_of(&t.table_name) {
-                    *scans.entry(i).or_default() += 1;
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        let mut found: Vec<(usize, usize)> = Vec::new();
-        let mut unsafe_tables: Vec<usize> = Vec::new();
-        let _ = plan.apply(|p| {
-            let LogicalPlan::Join(j) = p else {
-                return Ok(TreeNodeRecursion::Continue);
-            };
-            for (l, r) in &j.on {
-                let (Some((le, _)), Some((re, _))) =
-                    (resolve_expr(&j.left, l), resolve_expr(&j.right, r))
-                else {
-                    continue;
-                };
-                for (tside, a, b) in [(&j.left, &le, &re), (&j.right, &re, &le)] {
-                    let (Expr::Column(tc), Expr::Column(sc)) = (unalias(a), unalias(b)) else {
-                        continue;
-                    };
-                    let Some(Input::Table(t)) = tc
-                        .relation
-                        .as_ref()
-                        .and_then(|r| self.names.get(r.table()).copied())
-                    else {
-                        continue;
-                    };
-                    if self.streams.streams[t].key() != Some(tc.name.as_str())
-                        || sc.relation.as_ref().is_some_and(|r| r.table() != s.name)
-                        || !plain_scan(tside)
-                    {
-                        continue;
-                    }
-                    let Ok(col) = s.arrow.index_of(&sc.name) else {
-                        continue;
-                    };
-                    if found.iter().any(|&(ft, fc)| ft == t && fc != col) {
-                        unsafe_tables.push(t);
-                    } else if !found.contains(&(t, col)) {
-                        found.push((t, col));
-                    }
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        found.retain(|(t, _)| !unsafe_tables.contains(t) && scans.get(t) == Some(&1));
-        found
+        ))
     }
 
     /// The row-local steps between the Aggregate and the view's output, bottom up.
@@ -847,17 +783,6 @@ impl Engine {
             inputs,
             Some(result),
         ))
-    }
-}
-
-/// Projections, filters and aliases down to one table scan.
-fn plain_scan(plan: &LogicalPlan) -> bool {
-    match plan {
-        LogicalPlan::TableScan(_) => true,
-        LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
-            plain_scan(plan.inputs()[0])
-        }
-        _ => false,
     }
 }
 
