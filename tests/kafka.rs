@@ -12,22 +12,28 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use runnel::engine::Engine;
 use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
 use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
-use runnel::pipeline::{self, PipelineOptions};
-use runnel::sink::{ndjson::NdjsonSink, Sink};
 use runnel::source::kafka::{KafkaSource, KafkaSourceConfig};
+
+/// Order-insensitive views: no windows, no lookups.
+fn kafka_views() -> Vec<runnel::engine::ViewDef> {
+    views_named(&[
+        "queries/product_sales.sql",
+        "queries/customer_interactions.sql",
+        "queries/review_sentiment.sql",
+        "tests/views/agg_kinds.sql",
+        "tests/views/segments.sql",
+        "tests/views/global_total.sql",
+    ])
+}
 
 async fn consume(
     bootstrap: &str,
     group: &str,
     out: &std::path::Path,
 ) -> std::collections::BTreeMap<String, Rows> {
-    let defs = load_views(&root().join("tests/views_kafka"));
-    let streams = streams();
-    let mut engine = Engine::new(streams.clone(), &defs).await.unwrap();
-    let mut source = KafkaSource::start(
+    let source = KafkaSource::start(
         KafkaSourceConfig {
             bootstrap: bootstrap.to_string(),
             group: group.to_string(),
@@ -36,33 +42,10 @@ async fn consume(
             max_wait: Duration::from_millis(50),
             until_end: true,
         },
-        &streams,
+        &streams(),
     )
     .unwrap();
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NdjsonSink::new(out).unwrap())];
-    let opts = PipelineOptions {
-        flush_every: Duration::from_millis(200),
-        dead_letters: out.join("dead.ndjson"),
-        status: None,
-    };
-    let s = pipeline::run(
-        &mut engine,
-        &mut source,
-        &mut sinks,
-        &opts,
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(s.malformed, 0);
-    defs.iter()
-        .map(|d| {
-            (
-                d.name.clone(),
-                read_ndjson(&out.join(format!("{}.ndjson", d.name))),
-            )
-        })
-        .collect()
+    run_pipeline(&kafka_views(), source, out).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +74,7 @@ async fn kafka_replay_equals_file_replay() {
 
     let files = tempfile::tempdir().unwrap();
     generate(files.path(), 21, n as usize);
-    let defs = load_views(&root().join("tests/views_kafka"));
+    let defs = kafka_views();
     let want = oracle(files.path(), &defs).await;
     for d in &defs {
         assert!(!want[&d.name].is_empty());

@@ -85,6 +85,17 @@ pub fn read_ndjson(path: &Path) -> Rows {
         .collect()
 }
 
+/// Loads the named view files (paths relative to the repository root).
+pub fn views_named(paths: &[&str]) -> Vec<ViewDef> {
+    paths
+        .iter()
+        .map(|p| {
+            let path = root().join(p);
+            ViewDef::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+        })
+        .collect()
+}
+
 /// Replays `data` through the real pipeline (file source, ndjson sink); returns each view's rows.
 pub async fn replay(
     data: &Path,
@@ -92,15 +103,23 @@ pub async fn replay(
     batch: usize,
     out: &Path,
 ) -> BTreeMap<String, Rows> {
-    let streams = streams();
-    let mut engine = match Engine::new(streams.clone(), defs).await {
+    let source = FileSource::open(data, &streams(), batch).unwrap();
+    run_pipeline(defs, source, out).await
+}
+
+/// Runs the views over `source` into an ndjson sink at `out` until the source is drained.
+pub async fn run_pipeline(
+    defs: &[ViewDef],
+    mut source: impl runnel::source::Source,
+    out: &Path,
+) -> BTreeMap<String, Rows> {
+    let mut engine = match Engine::new(streams(), defs).await {
         Ok(e) => e,
         Err(e) => panic!("views do not plan: {e}"),
     };
-    let mut source = FileSource::open(data, &streams, batch).unwrap();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NdjsonSink::new(out).unwrap())];
     let opts = PipelineOptions {
-        flush_every: Duration::from_secs(3600),
+        flush_every: Duration::from_millis(200),
         dead_letters: out.join("dead_letters.ndjson"),
         status: None,
     };

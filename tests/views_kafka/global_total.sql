@@ -1,3 +1,0 @@
--- A global aggregate: one row, no GROUP BY.
-SELECT count(*) AS transactions, sum(total_amount) AS revenue, count(DISTINCT product_id) AS products
-FROM transactions
