@@ -351,21 +351,11 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         status: Some(status),
     };
     tracing::info!(views = engine.views().count(), "running");
+    // Ctrl-C stops cleanly (sinks flushed, offsets committed); a drained source ends the run.
     let stop = async {
-        if a.until_drained {
-            std::future::pending::<()>().await;
-        }
         let _ = tokio::signal::ctrl_c().await;
     };
-    // Without --until-drained, a drained source just idles until Ctrl-C.
-    let summary = if a.until_drained {
-        pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?
-    } else {
-        pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, stop).await?
-    };
+    let summary = pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, stop).await?;
     eprintln!("{}", summary.line());
     if summary.malformed + summary.late > 0 {
         eprintln!("set-aside records: {}", a.dead_letters.display());
