@@ -86,7 +86,8 @@ struct RunArgs {
     /// Where results go: `console`, `ndjson:DIR`. Repeatable. Default: console.
     #[arg(long = "sink", env = "RUNNEL_SINK", value_delimiter = ';')]
     sinks: Vec<SinkSpec>,
-    /// Stop when the source is drained (closing every window) instead of waiting for more.
+    /// Kafka: stop at the end offsets seen at start. Any source: at the end of input every
+    /// window is closed and flushed (files and `--count` runs end there by themselves).
     #[arg(long)]
     until_drained: bool,
     /// Generator: random seed (same seed, same events).
