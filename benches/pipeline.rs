@@ -2,7 +2,8 @@
 //! checks (printed as a table; copy into docs/BENCHMARKS.md).
 //!
 //! `cargo bench --bench pipeline` runs everything. Set `RUNNEL_BENCH_LONG=10000000` for the
-//! 10M-event flatness run (default 2M).
+//! 10M-event flatness run (default 2M), and `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in
+//! each view and keyed table over each measured slice.
 
 use std::path::Path;
 use std::time::Instant;
@@ -23,17 +24,21 @@ struct Feed {
 
 impl Feed {
     fn new(streams: &Streams, seed: u64) -> Self {
+        let gen = Generator::new(
+            seed,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        Self::with(streams, gen)
+    }
+    fn with(streams: &Streams, gen: Generator) -> Self {
         let mut stream_of = [0; 6];
         for t in Topic::ALL {
             stream_of[t as usize] = streams.index_of(t.stream()).unwrap();
         }
         Feed {
-            gen: Generator::new(
-                seed,
-                Clock::Simulated {
-                    start_ms: DEFAULT_START_MS,
-                },
-            ),
+            gen,
             stream_of,
             seq: 0,
         }
@@ -181,7 +186,9 @@ fn rss_mib() -> f64 {
 }
 
 /// Throughput of a fixed 200k-event slice after `warm` events; RSS after `warm` events.
-fn flatness() {
+/// `fixed_catalog`: the generator keeps its first 500 customers and 100 products, so only
+/// history grows; otherwise customers and products keep arriving (the default traffic).
+fn flatness(fixed_catalog: bool) {
     let long: usize = std::env::var("RUNNEL_BENCH_LONG")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -189,10 +196,25 @@ fn flatness() {
     let (streams, defs) = catalog();
     let rt = rt();
     let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
-    let mut feed = Feed::new(&streams, 4);
+    let mut gen = Generator::new(
+        4,
+        Clock::Simulated {
+            start_ms: DEFAULT_START_MS,
+        },
+    );
+    if fixed_catalog {
+        gen = gen.fixed_catalog();
+    }
+    let mut feed = Feed::with(&streams, gen);
     let checkpoints = [100_000usize, 1_000_000, long];
     let mut done = 0usize;
-    println!("\nflatness (decode + all shipped views, one core, batches of {BATCH} events)");
+    let mut breakdown = Vec::new();
+    let catalog = if fixed_catalog {
+        "fixed catalog: 500 customers, 100 products"
+    } else {
+        "default traffic: customers and products keep arriving"
+    };
+    println!("\nflatness, {catalog} (decode + all shipped views, one core, batches of {BATCH})");
     println!("| events before | events/s over the next 200k | RSS MiB | live groups |");
     println!("|---:|---:|---:|---:|");
     for &cp in &checkpoints {
@@ -203,9 +225,13 @@ fn flatness() {
         }
         let rounds: Vec<_> = (0..25).map(|_| feed.round(BATCH)).collect();
         let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        let before = busy(&pipe.engine);
         let t = Instant::now();
         rt.block_on(pipe.run(&rounds));
         let rate = n as f64 / t.elapsed().as_secs_f64();
+        for ((name, b0), (_, b1)) in before.iter().zip(busy(&pipe.engine)) {
+            breakdown.push(format!("{cp}\t{name}\t{:.1} ms", (b1 - *b0).as_secs_f64() * 1e3));
+        }
         done += n;
         let groups: usize = pipe
             .engine
@@ -215,6 +241,25 @@ fn flatness() {
             .sum();
         println!("| {cp} | {rate:.0} | {:.0} | {groups} |", rss_mib());
     }
+    if std::env::var_os("RUNNEL_BENCH_BREAKDOWN").is_some() {
+        println!("\ntime per view and keyed table over each 200k slice (events before, name)");
+        for line in breakdown {
+            println!("{line}");
+        }
+    }
+}
+
+/// Cumulative time per view and per keyed table.
+fn busy(engine: &Engine) -> Vec<(String, std::time::Duration)> {
+    let mut out: Vec<_> = engine
+        .view_stats()
+        .into_iter()
+        .map(|v| (v.name, v.busy))
+        .collect();
+    for (s, st) in engine.streams().streams.iter().zip(engine.stream_stats()) {
+        out.push((format!("table {}", s.name), st.table_busy));
+    }
+    out
 }
 
 criterion_group!(benches, bench_generator, bench_decode, bench_pipeline);
@@ -223,6 +268,7 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|a| a == "--bench") {
-        flatness();
+        flatness(false);
+        flatness(true);
     }
 }

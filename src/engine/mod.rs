@@ -22,6 +22,7 @@ pub mod view_file;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use arrow::compute::kernels::cmp::gt_eq;
@@ -141,6 +142,8 @@ pub(crate) struct CompiledView {
     read_by_views: bool,
     /// Latest rows of an append-only view, for the console and the REPL.
     recent: VecDeque<RecordBatch>,
+    /// Time spent updating this view (including its result and changelog).
+    busy: Duration,
 }
 
 impl CompiledView {
@@ -154,6 +157,7 @@ impl CompiledView {
             live,
             read_by_views: false,
             recent: VecDeque::new(),
+            busy: Duration::ZERO,
         }
     }
 }
@@ -179,6 +183,8 @@ pub struct StreamStats {
     pub events: u64,
     pub late: u64,
     pub batches: u64,
+    /// Time spent applying this stream's rows to its keyed table (tables only).
+    pub table_busy: Duration,
 }
 
 /// Size of one view's state, for status displays.
@@ -188,6 +194,8 @@ pub struct ViewStats {
     pub rows: usize,
     pub groups: usize,
     pub state_bytes: usize,
+    /// Time spent updating the view since start (hidden halves of a split view included).
+    pub busy: Duration,
 }
 
 /// Rows kept per append-only view for display.
@@ -396,6 +404,12 @@ impl Engine {
                     ViewKind::Aggregate(a) => a.groups.size_bytes(),
                     _ => 0,
                 },
+                busy: self
+                    .views
+                    .iter()
+                    .filter(|h| h.info.path == v.info.path)
+                    .map(|h| h.busy)
+                    .sum(),
             })
             .collect()
     }
@@ -426,8 +440,10 @@ impl Engine {
             let triggered = matches!(self.views[i].kind, ViewKind::Recompute { .. })
                 && self.views[i].inputs.iter().any(|x| changed.contains(x));
             if triggered {
+                let t = Instant::now();
                 let changes = self.recompute(i).await?;
                 self.publish(i, changes, &mut changed, &mut out)?;
+                self.views[i].busy += t.elapsed();
             }
         }
         Ok(out)
@@ -448,7 +464,10 @@ impl Engine {
         self.stats[stream].batches += 1;
         let mut on_time = batch.clone();
         if let Some(table) = self.keyed[stream].as_mut() {
-            if table.upsert(&batch)? {
+            let t = Instant::now();
+            let updated = table.upsert(&batch)?;
+            self.stats[stream].table_busy += t.elapsed();
+            if updated {
                 self.stream_tables[stream]
                     .data()
                     .set(vec![table.rows().clone()]);
@@ -479,10 +498,12 @@ impl Engine {
         let watermark = self.watermark(stream).unwrap_or(i64::MIN);
         let stream_batches = (batch, on_time);
         for i in 0..self.views.len() {
+            let t = Instant::now();
             let changes = self
                 .step_view(i, stream, &stream_batches, watermark)
                 .await?;
             self.publish(i, changes, changed, out)?;
+            self.views[i].busy += t.elapsed();
         }
         self.stream_tables[stream].data().set(Vec::new());
         if let Some(table) = self.keyed[stream].as_ref() {

@@ -138,6 +138,8 @@ pub struct Generator {
     /// Initial rows still to emit before the regular mix starts.
     pending_customers: usize,
     pending_products: usize,
+    /// Whether new customers and products keep arriving after the initial 500 and 100.
+    catalog_growth: bool,
     seq: u64,
     line: JsonLine,
 }
@@ -157,6 +159,7 @@ impl Generator {
             popularity: Vec::new(),
             pending_customers: 500,
             pending_products: 100,
+            catalog_growth: true,
             seq: 0,
             line: JsonLine::default(),
         };
@@ -167,6 +170,14 @@ impl Generator {
             g.new_product();
         }
         g
+    }
+
+    /// Keeps the initial 500 customers and 100 products for good (no sign-ups, no new
+    /// products): the key space stays fixed while history grows, as benchmarks of per-event
+    /// cost against history need.
+    pub fn fixed_catalog(mut self) -> Self {
+        self.catalog_growth = false;
+        self
     }
 
     /// Writes the next event, one JSON line ending in `\n`, to `out[topic as usize]`.
@@ -232,7 +243,7 @@ impl Generator {
             }
             9_700..9_850 => {
                 // A returning customer logs in (or, rarely, a new one signs up).
-                let i = if self.rng.random_ratio(1, 15) {
+                let i = if self.rng.random_ratio(1, 15) && self.catalog_growth {
                     self.new_customer()
                 } else {
                     self.rng.random_range(0..self.customers.len())
@@ -243,7 +254,7 @@ impl Generator {
             }
             _ => {
                 // Restock, sale, price change, or (rarely) a new product.
-                let i = if self.rng.random_ratio(1, 40) {
+                let i = if self.rng.random_ratio(1, 40) && self.catalog_growth {
                     self.new_product()
                 } else {
                     self.sample_product()
