@@ -230,7 +230,10 @@ fn flatness(fixed_catalog: bool) {
         rt.block_on(pipe.run(&rounds));
         let rate = n as f64 / t.elapsed().as_secs_f64();
         for ((name, b0), (_, b1)) in before.iter().zip(busy(&pipe.engine)) {
-            breakdown.push(format!("{cp}\t{name}\t{:.1} ms", (b1 - *b0).as_secs_f64() * 1e3));
+            breakdown.push(format!(
+                "{cp}\t{name}\t{:.1} ms",
+                (b1 - *b0).as_secs_f64() * 1e3
+            ));
         }
         done += n;
         let groups: usize = pipe

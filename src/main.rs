@@ -13,6 +13,7 @@ use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
 use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
 use runnel::pipeline::{self, PipelineOptions};
 use runnel::schema::Streams;
+use runnel::sink::elasticsearch::{EsAuth, EsOptions};
 use runnel::sink::{self, console::ConsoleOptions, SinkSpec};
 use runnel::source::kafka::{KafkaSource, KafkaSourceConfig};
 use runnel::source::{self, files::FileSource, generator::GeneratorSource, SourceSpec};
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every view continuously (default: built-in generator in, live tables on the console).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Generate synthetic e-commerce traffic as NDJSON (one file per topic) or to stdout.
     Generate(GenerateArgs),
     /// Validate view files against the schemas; report every problem with file:line:column.
@@ -66,6 +67,63 @@ struct KafkaArgs {
     kafka_options: Vec<String>,
 }
 
+/// Settings shared by every `elasticsearch:URL` sink.
+#[derive(Args, Clone)]
+struct EsArgs {
+    /// Elasticsearch: user for basic authentication.
+    #[arg(long, env = "RUNNEL_ES_USER")]
+    es_user: Option<String>,
+    /// Elasticsearch: password for basic authentication (prefer the environment variable).
+    #[arg(long, env = "RUNNEL_ES_PASSWORD", hide_env_values = true)]
+    es_password: Option<String>,
+    /// Elasticsearch: API key (the base64 `encoded` value, or `id:key`).
+    #[arg(long, env = "RUNNEL_ES_API_KEY", hide_env_values = true)]
+    es_api_key: Option<String>,
+    /// Elasticsearch: PEM file of the CA that signed the cluster's certificate (https).
+    #[arg(long, env = "RUNNEL_ES_CA_CERT")]
+    es_ca_cert: Option<PathBuf>,
+    /// Elasticsearch: most documents per bulk request.
+    #[arg(long, default_value_t = 1000)]
+    es_batch_docs: usize,
+    /// Elasticsearch: most bytes per bulk request.
+    #[arg(long, default_value_t = 5 << 20)]
+    es_batch_bytes: usize,
+    /// Elasticsearch: most bulk requests in flight at once.
+    #[arg(long, default_value_t = 2)]
+    es_max_in_flight: usize,
+    /// Elasticsearch: seconds before one request times out (then it is retried).
+    #[arg(long, default_value_t = 30.0)]
+    es_timeout: f64,
+    /// Elasticsearch: give up after retrying a request this many seconds (default: retry
+    /// forever, warning on every attempt, with nothing committed meanwhile).
+    #[arg(long)]
+    es_max_retry: Option<f64>,
+}
+
+impl EsArgs {
+    fn options(&self, dead_letters: &std::path::Path) -> anyhow::Result<EsOptions> {
+        let mut o = EsOptions::new("", dead_letters);
+        o.auth = match (&self.es_user, &self.es_password, &self.es_api_key) {
+            (_, _, Some(k)) => EsAuth::ApiKey(k.clone()),
+            (Some(u), p, None) => EsAuth::Basic {
+                user: u.clone(),
+                password: p.clone().unwrap_or_default(),
+            },
+            (None, Some(_), None) => bail!("--es-password needs --es-user"),
+            (None, None, None) => EsAuth::None,
+        };
+        o.ca_cert = self.es_ca_cert.clone();
+        o.batch_docs = self.es_batch_docs.max(1);
+        o.batch_bytes = self.es_batch_bytes.max(1024);
+        o.max_in_flight = self.es_max_in_flight.max(1);
+        o.request_timeout = Duration::from_secs_f64(self.es_timeout.max(0.1));
+        o.max_retry = self
+            .es_max_retry
+            .map(|s| Duration::from_secs_f64(s.max(0.0)));
+        Ok(o)
+    }
+}
+
 #[derive(Args, Clone)]
 struct Catalog {
     /// Directory of view files (*.sql). Default: ./queries, or the built-in views if missing.
@@ -83,7 +141,8 @@ struct RunArgs {
     /// Where events come from: `generator` (built in) or `files:DIR` (DIR/<topic>.ndjson).
     #[arg(long, default_value = "generator", env = "RUNNEL_SOURCE")]
     source: SourceSpec,
-    /// Where results go: `console`, `ndjson:DIR`. Repeatable. Default: console.
+    /// Where results go: `console`, `ndjson:DIR`, `elasticsearch:URL` (one index per view,
+    /// idempotent upserts and deletes by key). Repeatable. Default: console.
     #[arg(long = "sink", env = "RUNNEL_SINK", value_delimiter = ';')]
     sinks: Vec<SinkSpec>,
     /// Kafka: stop at the end offsets seen at start. Any source: at the end of input every
@@ -123,6 +182,8 @@ struct RunArgs {
     max_wait_ms: u64,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    es: EsArgs,
 }
 
 #[derive(Args)]
@@ -236,33 +297,21 @@ fn init_logs(quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run(RunArgs {
-        catalog: Catalog {
-            queries: None,
-            schemas: None,
+    // No subcommand means `runnel run` with its defaults (and its environment variables).
+    let command = match cli.command {
+        Some(c) => c,
+        None => match Cli::parse_from(["runnel", "run"]).command {
+            Some(c) => c,
+            None => return std::process::ExitCode::FAILURE,
         },
-        source: SourceSpec::Generator,
-        sinks: Vec::new(),
-        until_drained: false,
-        seed: 42,
-        rate: None,
-        count: None,
-        batch_size: 8192,
-        dead_letters: "runnel-dead-letters.ndjson".into(),
-        refresh: 1.0,
-        rows: 8,
-        group: "runnel".into(),
-        max_wait_ms: 100,
-        kafka: KafkaArgs {
-            kafka_options: Vec::new(),
-        },
-    }));
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -275,7 +324,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Run(a) => run(a).await,
+            Command::Run(a) => run(*a).await,
             Command::Generate(a) => generate(a).await,
             Command::Check(a) => check(a).await,
             Command::Broker(a) => broker(a).await,
@@ -345,6 +394,7 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
             rows: a.rows,
             status: status.clone(),
         },
+        &a.es.options(&a.dead_letters)?,
     )?;
     let opts = PipelineOptions {
         flush_every: Duration::from_secs_f64(a.refresh.max(0.05)),
@@ -358,6 +408,11 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let summary = pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, stop).await?;
     eprintln!("{}", summary.line());
+    for s in &sinks {
+        if let Some(line) = s.summary() {
+            eprintln!("{line}");
+        }
+    }
     if summary.malformed + summary.late > 0 {
         eprintln!("set-aside records: {}", a.dead_letters.display());
     }

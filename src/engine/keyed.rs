@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{
-    Array, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
-};
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
@@ -110,7 +108,8 @@ impl KeyedTable {
         }
         let base = kept.num_rows();
         for (j, &i) in take.iter().enumerate() {
-            self.index.insert(keys.row(i as usize).data().into(), base + j);
+            self.index
+                .insert(keys.row(i as usize).data().into(), base + j);
         }
         Ok(true)
     }
@@ -157,14 +156,20 @@ mod tests {
         let mut model: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         let mut x: u64 = 7;
         let mut next = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             x >> 33
         };
         for round in 0..200 {
             let rows: Vec<(String, i64, i64)> = (0..(next() % 20))
                 .map(|_| {
                     let k = format!("k{}", next() % (10 + round / 4));
-                    (k, next() as i64 % 1000, (next() % 500) as i64 + round as i64 * 3)
+                    (
+                        k,
+                        next() as i64 % 1000,
+                        (next() % 500) as i64 + round as i64 * 3,
+                    )
                 })
                 .collect();
             // Model: within the batch the later position wins ties; older than held is ignored.
@@ -187,7 +192,11 @@ mod tests {
             }
             table.upsert(&batch(&rows)).unwrap();
             let got = table.rows();
-            let ks = got.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let ks = got
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             let vs = got.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
             let ts = KeyedTable::times(got, 2).unwrap();
             let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();

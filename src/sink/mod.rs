@@ -2,6 +2,7 @@
 //! file per view holding its final result, one row per key), and `elasticsearch:URL`.
 
 pub mod console;
+pub mod elasticsearch;
 pub mod ndjson;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,10 @@ pub trait Sink: Send {
     async fn write(&mut self, outputs: &[ViewOutput]) -> Result<()>;
     /// Makes everything written so far durable/visible.
     async fn flush(&mut self) -> Result<()>;
+    /// A one-line account of what the sink did, printed when the run ends.
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Parses `--sink` values.
@@ -29,6 +34,8 @@ pub trait Sink: Send {
 pub enum SinkSpec {
     Console,
     Ndjson(std::path::PathBuf),
+    /// `elasticsearch:URL` (http or https; `user:password@` in the URL is accepted).
+    Elasticsearch(String),
 }
 
 impl std::str::FromStr for SinkSpec {
@@ -37,7 +44,19 @@ impl std::str::FromStr for SinkSpec {
         match s.split_once(':') {
             None if s == "console" => Ok(SinkSpec::Console),
             Some(("ndjson", dir)) if !dir.is_empty() => Ok(SinkSpec::Ndjson(dir.into())),
-            _ => Err(format!("unknown sink `{s}`: use console or ndjson:DIR")),
+            Some(("elasticsearch" | "es", url))
+                if url.starts_with("http://") || url.starts_with("https://") =>
+            {
+                Ok(SinkSpec::Elasticsearch(url.to_string()))
+            }
+            Some(("elasticsearch" | "es", _)) => Err(format!(
+                "sink `{}`: give the cluster's URL, e.g. elasticsearch:http://localhost:9200",
+                elasticsearch::redact_url(s)
+            )),
+            _ => Err(format!(
+                "unknown sink `{}`: use console, ndjson:DIR or elasticsearch:URL",
+                elasticsearch::redact_url(s)
+            )),
         }
     }
 }
@@ -138,13 +157,23 @@ impl Materialized {
     }
 }
 
-/// Builds the sinks named on the command line.
-pub fn build(specs: &[SinkSpec], console: console::ConsoleOptions) -> Result<Vec<Box<dyn Sink>>> {
+/// Builds the sinks named on the command line. `es` carries the Elasticsearch settings
+/// (credentials, batching) shared by every `elasticsearch:URL` sink; its URL is replaced.
+pub fn build(
+    specs: &[SinkSpec],
+    console: console::ConsoleOptions,
+    es: &elasticsearch::EsOptions,
+) -> Result<Vec<Box<dyn Sink>>> {
     let mut out: Vec<Box<dyn Sink>> = Vec::new();
     for s in specs {
         match s {
             SinkSpec::Console => out.push(Box::new(console::ConsoleSink::new(console.clone()))),
             SinkSpec::Ndjson(dir) => out.push(Box::new(ndjson::NdjsonSink::new(dir)?)),
+            SinkSpec::Elasticsearch(url) => {
+                let mut o = es.clone();
+                o.url = url.clone();
+                out.push(Box::new(elasticsearch::ElasticsearchSink::new(o)?));
+            }
         }
     }
     Ok(out)
