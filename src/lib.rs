@@ -3,7 +3,8 @@
 //! The data path, top to bottom: [`source`] (generator, files, Kafka) yields raw micro-batches;
 //! [`decode`] turns them into Arrow record batches against [`schema`]; [`engine`] runs every
 //! view incrementally; [`sink`] ships the changes (console, NDJSON files, Elasticsearch).
-//! [`pipeline`] wires them together; the CLI lives in `main.rs`.
+//! [`pipeline`] wires them together; [`repl`] runs ad-hoc SQL over it; the CLI lives in
+//! `main.rs`.
 
 pub mod deadletter;
 pub mod decode;
@@ -13,6 +14,7 @@ pub mod generate;
 pub mod kafka;
 pub mod oracle;
 pub mod pipeline;
+pub mod repl;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -37,6 +37,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Validate view files against the schemas; report every problem with file:line:column.
     Check(CheckArgs),
+    /// Interactive SQL over the live streams and views (same sources and options as `run`;
+    /// no sinks unless given). `-c` or statements on stdin run without a prompt.
+    Repl(Box<ReplArgs>),
     /// Start a local Kafka-protocol broker for trials and tests (librdkafka's mock cluster,
     /// in memory, not for production) and print its bootstrap address.
     Broker(BrokerArgs),
@@ -184,6 +187,26 @@ struct RunArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     es: EsArgs,
+    /// Also open the SQL prompt over the running pipeline (see `runnel repl`); without
+    /// `--sink`, nothing is shipped while the prompt is open.
+    #[arg(long)]
+    repl: bool,
+    /// REPL: most recent events of each stream kept for queries.
+    #[arg(long, default_value_t = 10_000)]
+    repl_window: usize,
+    /// REPL: history file (default ~/.runnel_history).
+    #[arg(long, env = "RUNNEL_HISTORY")]
+    history: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReplArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Run these `;`-separated statements and exit instead of prompting (a replay or a
+    /// `--count` run is drained first, so results are complete).
+    #[arg(short = 'c', long)]
+    command: Option<String>,
 }
 
 #[derive(Args)]
@@ -328,8 +351,15 @@ fn main() -> std::process::ExitCode {
             Command::Generate(a) => generate(a).await,
             Command::Check(a) => check(a).await,
             Command::Broker(a) => broker(a).await,
+            Command::Repl(a) => {
+                let mut r = a.run;
+                r.repl = true;
+                run_with_repl(r, a.command).await
+            }
         }
     });
+    // A prompt still waiting for a line must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -340,6 +370,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    if a.repl {
+        return run_with_repl(a, None).await;
+    }
     let sinks_spec = if a.sinks.is_empty() {
         vec![SinkSpec::Console]
     } else {
@@ -353,40 +386,7 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut engine = Engine::new(streams.clone(), &defs)
         .await
         .context("planning the views (run `runnel check` for every problem)")?;
-    let mut source: Box<dyn source::Source> = match &a.source {
-        SourceSpec::Generator => {
-            let (clock, rate) = match (a.rate, a.count) {
-                (Some(r), _) => (Clock::Wall, Some(r)),
-                (None, Some(_)) => (
-                    Clock::Simulated {
-                        start_ms: DEFAULT_START_MS,
-                    },
-                    None,
-                ),
-                (None, None) => (Clock::Wall, Some(1000)),
-            };
-            Box::new(GeneratorSource::new(
-                &streams,
-                a.seed,
-                clock,
-                a.batch_size,
-                rate,
-                a.count,
-            )?)
-        }
-        SourceSpec::Files(dir) => Box::new(FileSource::open(dir, &streams, a.batch_size)?),
-        SourceSpec::Kafka(hosts) => Box::new(KafkaSource::start(
-            KafkaSourceConfig {
-                bootstrap: hosts.clone(),
-                group: a.group.clone(),
-                options: KafkaOptions::parse(&a.kafka.kafka_options).map_err(anyhow::Error::msg)?,
-                max_records: a.batch_size,
-                max_wait: Duration::from_millis(a.max_wait_ms),
-                until_end: a.until_drained,
-            },
-            &streams,
-        )?),
-    };
+    let mut source = build_source(&a, &streams)?;
     let status = Arc::new(Mutex::new(String::from("runnel | starting")));
     let mut sinks = sink::build(
         &sinks_spec,
@@ -417,6 +417,174 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("set-aside records: {}", a.dead_letters.display());
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn build_source(
+    a: &RunArgs,
+    streams: &runnel::schema::Streams,
+) -> anyhow::Result<Box<dyn source::Source>> {
+    Ok(match &a.source {
+        SourceSpec::Generator => {
+            let (clock, rate) = match (a.rate, a.count) {
+                (Some(r), _) => (Clock::Wall, Some(r)),
+                (None, Some(_)) => (
+                    Clock::Simulated {
+                        start_ms: DEFAULT_START_MS,
+                    },
+                    None,
+                ),
+                (None, None) => (Clock::Wall, Some(1000)),
+            };
+            Box::new(GeneratorSource::new(
+                streams,
+                a.seed,
+                clock,
+                a.batch_size,
+                rate,
+                a.count,
+            )?)
+        }
+        SourceSpec::Files(dir) => Box::new(FileSource::open(dir, streams, a.batch_size)?),
+        SourceSpec::Kafka(hosts) => Box::new(KafkaSource::start(
+            KafkaSourceConfig {
+                bootstrap: hosts.clone(),
+                group: a.group.clone(),
+                options: KafkaOptions::parse(&a.kafka.kafka_options).map_err(anyhow::Error::msg)?,
+                max_records: a.batch_size,
+                max_wait: Duration::from_millis(a.max_wait_ms),
+                until_end: a.until_drained,
+            },
+            streams,
+        )?),
+    })
+}
+
+/// `run --repl` / `runnel repl`: the pipeline answers the prompt's queries between rounds.
+async fn run_with_repl(
+    a: RunArgs,
+    command: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::{IsTerminal, Read};
+    use std::sync::atomic::AtomicBool;
+    init_logs(true);
+    let (streams, defs, errors) = load_catalog(&a.catalog)?;
+    if let Some(e) = errors.into_iter().next() {
+        bail!("{e}\n(run `runnel check` to see every problem)");
+    }
+    let mut engine = Engine::new(streams.clone(), &defs)
+        .await
+        .context("planning the views (run `runnel check` for every problem)")?;
+    engine.keep_recent_events(a.repl_window);
+    let mut source = build_source(&a, &streams)?;
+    let specs: Vec<SinkSpec> = a
+        .sinks
+        .iter()
+        .filter(|s| **s != SinkSpec::Console)
+        .cloned()
+        .collect();
+    let mut sinks = sink::build(
+        &specs,
+        ConsoleOptions {
+            rows: a.rows,
+            status: Arc::new(Mutex::new(String::new())),
+        },
+        &a.es.options(&a.dead_letters)?,
+    )?;
+    let opts = PipelineOptions {
+        flush_every: Duration::from_secs_f64(a.refresh.max(0.05)),
+        dead_letters: a.dead_letters.clone(),
+        status: None,
+    };
+    let script = match command {
+        Some(c) => Some(c),
+        None if !std::io::stdin().is_terminal() => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading statements from stdin")?;
+            Some(text)
+        }
+        None => None,
+    };
+    let finite = matches!(a.source, SourceSpec::Files(_))
+        || (matches!(a.source, SourceSpec::Generator) && a.count.is_some() && a.rate.is_none())
+        || a.until_drained;
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel(16);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    // Ctrl-C interrupts a push query (or the line being typed); it never stops the pipeline
+    // while the prompt is open. In a script it ends the run.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let interactive = script.is_none();
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if !interactive {
+                std::process::exit(130);
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let queries_dir = a
+        .catalog
+        .queries
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("queries"));
+    let history = a
+        .history
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".runnel_history")));
+    let handle = tokio::runtime::Handle::current();
+    let prompt = tokio::task::spawn_blocking(move || {
+        let mut repl = runnel::repl::Repl::new(req_tx, handle, queries_dir, interrupted);
+        let ok = match script {
+            Some(text) => {
+                // Let the data arrive: a finite source is drained first, a live one has
+                // delivered something (or 10 s have passed).
+                let started = std::time::Instant::now();
+                while let Ok(s) = repl.status() {
+                    let ready = if finite {
+                        s.drained
+                    } else {
+                        s.summary.events > 0
+                    };
+                    if ready || (!finite && started.elapsed() > Duration::from_secs(10)) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                repl.script(&text)
+            }
+            None => match repl.interactive(history) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    false
+                }
+            },
+        };
+        let _ = done_tx.send(());
+        ok
+    });
+    let stop = async {
+        let _ = done_rx.await;
+    };
+    let summary = pipeline::run_serving(
+        &mut engine,
+        source.as_mut(),
+        &mut sinks,
+        &opts,
+        stop,
+        Some(&mut req_rx),
+    )
+    .await?;
+    drop(req_rx);
+    let ok = prompt.await.unwrap_or(false);
+    tracing::info!("{}", summary.line());
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {

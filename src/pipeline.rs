@@ -3,9 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, oneshot};
+
 use crate::deadletter::DeadLetters;
 use crate::decode::StreamDecoder;
-use crate::engine::Engine;
+use crate::engine::{Engine, NamedTable, StreamStats, ViewDef, ViewInfo, ViewStats};
 use crate::error::Result;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -45,6 +47,97 @@ impl Summary {
     }
 }
 
+/// Requests from an interactive client (the REPL), served between rounds so that every
+/// answer reflects whole micro-batches.
+pub enum Request {
+    /// Every stream, table and view as it is now.
+    Tables(oneshot::Sender<Result<Vec<NamedTable>>>),
+    /// Adds a temporary view: it runs like the others but never reaches a sink.
+    AddView(Box<ViewDef>, oneshot::Sender<Result<Arc<ViewInfo>>>),
+    /// How a view runs (see `Engine::plan_text`).
+    Plan(String, oneshot::Sender<Option<String>>),
+    Status(oneshot::Sender<Status>),
+}
+
+/// The pipeline as a status display sees it.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub summary: Summary,
+    /// Events per second over the last flush interval.
+    pub rate: f64,
+    /// The source has no more input (replays and `--count` runs).
+    pub drained: bool,
+    /// Per stream: name, counters, watermark (ms since the epoch).
+    pub streams: Vec<(String, StreamStats, Option<i64>)>,
+    pub views: Vec<ViewStats>,
+    pub dead_letters: std::path::PathBuf,
+}
+
+fn status(
+    engine: &Engine,
+    summary: &Summary,
+    rate: f64,
+    drained: bool,
+    opts: &PipelineOptions,
+) -> Status {
+    Status {
+        summary: summary.clone(),
+        rate,
+        drained,
+        streams: engine
+            .streams()
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    s.name.clone(),
+                    engine.stream_stats()[i].clone(),
+                    engine.watermark(i),
+                )
+            })
+            .collect(),
+        views: engine.view_stats(),
+        dead_letters: opts.dead_letters.clone(),
+    }
+}
+
+async fn next_request(rx: &mut Option<&mut mpsc::Receiver<Request>>) -> Option<Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one request; returns the name of a view it added.
+async fn serve(
+    engine: &mut Engine,
+    req: Request,
+    summary: &Summary,
+    rate: f64,
+    drained: bool,
+    opts: &PipelineOptions,
+) -> Option<String> {
+    match req {
+        Request::Tables(tx) => {
+            let _ = tx.send(engine.tables());
+        }
+        Request::AddView(def, tx) => {
+            let added = engine.add_view(&def).await;
+            let name = added.as_ref().ok().map(|v| v.name.clone());
+            let _ = tx.send(added);
+            return name;
+        }
+        Request::Plan(view, tx) => {
+            let _ = tx.send(engine.plan_text(&view));
+        }
+        Request::Status(tx) => {
+            let _ = tx.send(status(engine, summary, rate, drained, opts));
+        }
+    }
+    None
+}
+
 /// Runs until the source is drained (then closes all windows) or `stop` resolves.
 pub async fn run(
     engine: &mut Engine,
@@ -52,6 +145,19 @@ pub async fn run(
     sinks: &mut [Box<dyn Sink>],
     opts: &PipelineOptions,
     stop: impl std::future::Future<Output = ()>,
+) -> Result<Summary> {
+    run_serving(engine, source, sinks, opts, stop, None).await
+}
+
+/// [`run`], also answering `requests` between rounds; with requests, a drained source keeps
+/// the pipeline serving them until `stop` resolves or the requester goes away.
+pub async fn run_serving(
+    engine: &mut Engine,
+    source: &mut dyn Source,
+    sinks: &mut [Box<dyn Sink>],
+    opts: &PipelineOptions,
+    stop: impl std::future::Future<Output = ()>,
+    mut requests: Option<&mut mpsc::Receiver<Request>>,
 ) -> Result<Summary> {
     let mut decoders = engine
         .streams()
@@ -66,10 +172,18 @@ pub async fn run(
     let mut last_events = 0u64;
     tokio::pin!(stop);
     let mut drained = false;
+    let mut rate = 0.0;
+    let mut temporary: std::collections::HashSet<String> = Default::default();
     loop {
         let round = tokio::select! {
             biased;
             _ = &mut stop => break,
+            Some(req) = next_request(&mut requests) => {
+                if let Some(v) = serve(engine, req, &summary, rate, false, opts).await {
+                    temporary.insert(v);
+                }
+                continue;
+            }
             r = source.next() => r?,
         };
         let Some(round) = round else {
@@ -90,14 +204,18 @@ pub async fn run(
             let name = engine.streams().streams[*s].name.clone();
             dead.late(&name, engine.watermark(*s), rows)?;
         }
-        if !out.outputs.is_empty() {
+        let mut outputs = out.outputs;
+        if !temporary.is_empty() {
+            outputs.retain(|o| !temporary.contains(&o.view.name));
+        }
+        if !outputs.is_empty() {
             for sink in sinks.iter_mut() {
-                sink.write(&out.outputs).await?;
+                sink.write(&outputs).await?;
             }
         }
         if last_flush.elapsed() >= opts.flush_every {
             let dt = last_flush.elapsed().as_secs_f64();
-            let rate = (summary.events - last_events) as f64 / dt;
+            rate = (summary.events - last_events) as f64 / dt;
             last_events = summary.events;
             last_flush = Instant::now();
             summary.malformed = dead.malformed;
@@ -109,9 +227,11 @@ pub async fn run(
     }
     if drained {
         let out = engine.finish().await?;
-        if !out.outputs.is_empty() {
+        let mut outputs = out.outputs;
+        outputs.retain(|o| !temporary.contains(&o.view.name));
+        if !outputs.is_empty() {
             for sink in sinks.iter_mut() {
-                sink.write(&out.outputs).await?;
+                sink.write(&outputs).await?;
             }
         }
     }
@@ -126,6 +246,21 @@ pub async fn run(
     );
     flush_all(sinks, &mut dead).await?;
     source.commit().await?;
+    if drained && requests.is_some() {
+        // Input is over but the requester is still asking (a REPL over a replay).
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                r = next_request(&mut requests) => match r {
+                    Some(req) => {
+                        let _ = serve(engine, req, &summary, 0.0, true, opts).await;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
     Ok(summary)
 }
 

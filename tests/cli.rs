@@ -27,7 +27,7 @@ fn output(c: &mut Command) -> (bool, String) {
 fn help_is_complete() {
     let (ok, text) = output(runnel().arg("--help"));
     assert!(ok);
-    for cmd in ["run", "generate", "check"] {
+    for cmd in ["run", "generate", "check", "repl", "broker"] {
         assert!(text.contains(cmd), "{text}");
     }
     let (ok, text) = output(runnel().args(["run", "--help"]));
@@ -42,6 +42,11 @@ fn help_is_complete() {
     ] {
         assert!(text.contains(flag), "run --help lacks {flag}: {text}");
     }
+    let (ok, text) = output(runnel().args(["repl", "--help"]));
+    assert!(
+        ok && text.contains("--command") && text.contains("--repl-window"),
+        "{text}"
+    );
     let (ok, text) = output(runnel().args(["generate", "--help"]));
     assert!(ok && text.contains("--seed") && text.contains("--rate") && text.contains("--count"));
 }

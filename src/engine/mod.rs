@@ -198,6 +198,9 @@ pub struct ViewStats {
     pub busy: Duration,
 }
 
+/// A named table's schema and rows, as ad-hoc queries see it.
+pub type NamedTable = (String, SchemaRef, Vec<RecordBatch>);
+
 /// Rows kept per append-only view for display.
 const RECENT_ROWS: usize = 1000;
 
@@ -213,6 +216,9 @@ pub struct Engine {
     /// Highest event time seen per stream.
     max_event_time: Vec<Option<i64>>,
     stats: Vec<StreamStats>,
+    /// The most recent events of each event stream, for ad-hoc queries (0: none kept).
+    recent_window: usize,
+    recent_events: Vec<VecDeque<RecordBatch>>,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -310,6 +316,8 @@ impl Engine {
             views: Vec::new(),
             max_event_time: vec![None; n],
             stats: vec![StreamStats::default(); n],
+            recent_window: 0,
+            recent_events: vec![VecDeque::new(); n],
         })
     }
 
@@ -347,6 +355,104 @@ impl Engine {
 
     pub fn streams(&self) -> &Streams {
         &self.streams
+    }
+
+    /// Keeps the latest `rows` events of each event stream for [`Engine::tables`] (the REPL's
+    /// window over a stream). Zero, the default, keeps none.
+    pub fn keep_recent_events(&mut self, rows: usize) {
+        self.recent_window = rows;
+    }
+
+    /// Adds a view while running. It sees events from now on; a view over tables and views
+    /// is computed at once.
+    pub async fn add_view(&mut self, def: &ViewDef) -> Result<Arc<ViewInfo>> {
+        let before = self.views.len();
+        if let Err(e) = self.compile(def).await {
+            // Drop whatever hidden parts were registered before the failure.
+            for v in self.views.drain(before..) {
+                self.names.remove(&v.info.name);
+                let _ = self.ctx.deregister_table(v.info.name.as_str());
+            }
+            return Err(e);
+        }
+        self.mark_readers();
+        let mut changed = HashSet::new();
+        let mut out = StepOutput::default();
+        for i in before..self.views.len() {
+            if matches!(self.views[i].kind, ViewKind::Recompute { .. }) {
+                let changes = self.recompute(i).await?;
+                self.publish(i, changes, &mut changed, &mut out)?;
+            }
+        }
+        Ok(self.views[self.views.len() - 1].info.clone())
+    }
+
+    /// How a view runs: its kind and DataFusion's physical plan for each part.
+    pub fn plan_text(&self, view: &str) -> Option<String> {
+        use datafusion::physical_plan::displayable;
+        let parts: Vec<&CompiledView> = self
+            .views
+            .iter()
+            .filter(|v| {
+                v.info.name == view
+                    || (v.info.hidden && v.info.name.starts_with(&format!("__{view}_")))
+            })
+            .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let mut out = String::new();
+        for v in parts {
+            let (what, plan) = match &v.kind {
+                ViewKind::Stateless { stream, plan } => (
+                    format!(
+                        "stateless over stream {}: runs on each batch",
+                        self.streams.streams[*stream].name
+                    ),
+                    plan,
+                ),
+                ViewKind::Aggregate(a) => (
+                    format!(
+                        "incremental aggregate over stream {}{}: DataFusion's partial aggregate per \
+                         batch, merged into per-group state ({} groups)",
+                        self.streams.streams[a.stream].name,
+                        if a.window.is_some() { ", windowed" } else { "" },
+                        a.groups.len()
+                    ),
+                    &a.partial,
+                ),
+                ViewKind::Recompute { plan } => (
+                    "recomputed when an input table or view changes".to_string(),
+                    plan,
+                ),
+            };
+            out.push_str(&format!(
+                "{}: {what}\n{}",
+                v.info.name,
+                displayable(plan.as_ref()).indent(true)
+            ));
+        }
+        Some(out)
+    }
+
+    /// Every stream, table and view as it is now, for ad-hoc queries: views' current rows,
+    /// keyed tables' current rows, and event streams' most recent events.
+    pub fn tables(&mut self) -> Result<Vec<NamedTable>> {
+        let mut out = Vec::new();
+        for (i, s) in self.streams.streams.iter().enumerate() {
+            let batches = match &self.keyed[i] {
+                Some(k) => vec![k.rows().clone()],
+                None => self.recent_events[i].iter().cloned().collect(),
+            };
+            out.push((s.name.clone(), s.arrow.clone(), batches));
+        }
+        let names: Vec<String> = self.views().map(|v| v.name.clone()).collect();
+        for name in names {
+            if let Some(b) = self.snapshot(&name)? {
+                out.push((name, b.schema(), vec![b]));
+            }
+        }
+        Ok(out)
     }
     /// The DataFusion session holding every stream, table and view (for ad-hoc queries).
     pub fn context(&self) -> &SessionContext {
@@ -493,6 +599,23 @@ impl Engine {
             if let Some(m) = arrow::compute::max(on_ts) {
                 let cur = &mut self.max_event_time[stream];
                 *cur = Some(cur.map_or(m, |c| c.max(m)));
+            }
+            if self.recent_window > 0 {
+                let recent = &mut self.recent_events[stream];
+                recent.push_back(batch.clone());
+                let mut rows: usize = recent.iter().map(|b| b.num_rows()).sum();
+                while rows > self.recent_window {
+                    let Some(front) = recent.pop_front() else {
+                        break;
+                    };
+                    rows -= front.num_rows();
+                    if rows < self.recent_window {
+                        // Keep the newest part of the oldest batch to fill the window exactly.
+                        let keep = self.recent_window - rows;
+                        recent.push_front(front.slice(front.num_rows() - keep, keep));
+                        break;
+                    }
+                }
             }
         }
         let watermark = self.watermark(stream).unwrap_or(i64::MIN);
