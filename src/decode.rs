@@ -20,10 +20,11 @@ use crate::schema::StreamSchema;
 pub enum Origin {
     /// Lines of a file; record `i` is line `first_line + i`.
     Lines { file: Arc<str>, first_line: u64 },
-    /// Kafka messages; one (partition, offset) per record.
+    /// Kafka messages; one (partition, offset) and message timestamp per record.
     Kafka {
         topic: Arc<str>,
         offsets: Vec<(i32, i64)>,
+        timestamps: Vec<Option<i64>>,
     },
     /// The in-process generator; record `i` is event `first + i` of this stream.
     Generator { first: u64 },
@@ -34,7 +35,7 @@ impl Origin {
     pub fn position(&self, i: usize) -> String {
         match self {
             Origin::Lines { file, first_line } => format!("{file}:{}", first_line + i as u64),
-            Origin::Kafka { topic, offsets } => match offsets.get(i) {
+            Origin::Kafka { topic, offsets, .. } => match offsets.get(i) {
                 Some((p, o)) => format!("{topic}/{p}@{o}"),
                 None => format!("{topic}/?"),
             },
@@ -127,9 +128,9 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 impl StreamDecoder {
     pub fn new(schema: Arc<StreamSchema>) -> Result<Self> {
         let batch_size = 8192;
-        let decoder = build(&schema.arrow, batch_size)?;
+        let decoder = build(&schema.payload, batch_size)?;
         let required = schema
-            .arrow
+            .payload
             .fields()
             .iter()
             .enumerate()
@@ -159,19 +160,59 @@ impl StreamDecoder {
         }
         if n >= self.batch_size {
             self.batch_size = n.next_power_of_two().max(8192);
-            self.decoder = build(&self.schema.arrow, self.batch_size)?;
+            self.decoder = build(&self.schema.payload, self.batch_size)?;
         }
         if raw.data.len() <= n.saturating_mul(MAX_RECORD_BYTES) {
             if let Some(batch) = self.fast_path(&raw.data, n) {
                 return Ok(Decoded {
-                    batch,
+                    batch: self.with_metadata(batch, &raw.origin, None)?,
                     rejected: Vec::new(),
                 });
             }
         }
         // Something is wrong in this batch: start from a clean decoder and go record by record.
-        self.decoder = build(&self.schema.arrow, self.batch_size)?;
+        self.decoder = build(&self.schema.payload, self.batch_size)?;
         self.slow_path(raw)
+    }
+
+    /// Appends the Kafka metadata columns (`_kafka_partition`, `_kafka_offset`,
+    /// `_kafka_timestamp`): the message's values for Kafka input, null otherwise. `rows`: the
+    /// records of `origin` that `payload` holds (all of them when `None`).
+    fn with_metadata(
+        &self,
+        payload: RecordBatch,
+        origin: &Origin,
+        rows: Option<&[usize]>,
+    ) -> Result<RecordBatch> {
+        use arrow::array::{new_null_array, Int32Array, Int64Array, TimestampMillisecondArray};
+        let n = payload.num_rows();
+        let mut cols = payload.columns().to_vec();
+        let meta = &self.schema.arrow.fields()[payload.num_columns()..];
+        match origin {
+            Origin::Kafka {
+                offsets,
+                timestamps,
+                ..
+            } => {
+                let pick = |i: usize| rows.map_or(i, |r| r[i]);
+                let at = |i: usize| offsets.get(pick(i)).copied();
+                cols.push(Arc::new(Int32Array::from_iter(
+                    (0..n).map(|i| at(i).map(|o| o.0)),
+                )));
+                cols.push(Arc::new(Int64Array::from_iter(
+                    (0..n).map(|i| at(i).map(|o| o.1)),
+                )));
+                cols.push(Arc::new(TimestampMillisecondArray::from_iter(
+                    (0..n).map(|i| timestamps.get(pick(i)).copied().flatten()),
+                )));
+            }
+            _ => {
+                for f in meta {
+                    cols.push(new_null_array(f.data_type(), n));
+                }
+            }
+        }
+        Ok(RecordBatch::try_new(self.schema.arrow.clone(), cols)?)
     }
 
     fn fast_path(&mut self, data: &[u8], n: usize) -> Option<RecordBatch> {
@@ -201,13 +242,17 @@ impl StreamDecoder {
 
     fn slow_path(&mut self, raw: &RawBatch) -> Result<Decoded> {
         let mut good = Vec::new();
+        let mut good_rows = Vec::new();
         let mut rejected = Vec::new();
         for i in 0..raw.len() {
             let rec = raw.record(i);
             match self.one(rec) {
-                Ok(b) => good.push(b),
+                Ok(b) => {
+                    good.push(b);
+                    good_rows.push(i);
+                }
                 Err(reason) => {
-                    self.decoder = build(&self.schema.arrow, self.batch_size)?;
+                    self.decoder = build(&self.schema.payload, self.batch_size)?;
                     let keep = rec.len().min(4096);
                     rejected.push(Rejected {
                         position: raw.origin.position(i),
@@ -217,7 +262,8 @@ impl StreamDecoder {
                 }
             }
         }
-        let batch = concat_batches(&self.schema.arrow, &good)?;
+        let batch = concat_batches(&self.schema.payload, &good)?;
+        let batch = self.with_metadata(batch, &raw.origin, Some(&good_rows))?;
         Ok(Decoded { batch, rejected })
     }
 

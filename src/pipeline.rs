@@ -138,7 +138,9 @@ async fn serve(
     None
 }
 
-/// Runs until the source is drained (then closes all windows) or `stop` resolves.
+/// Runs until the source is drained (then closes all windows) or `stop` resolves. Sinks are
+/// flushed and the source committed every `flush_every`, also while the source is idle.
+/// Sources must be cancel-safe in `next` (a flush may interrupt a wait for input).
 pub async fn run(
     engine: &mut Engine,
     source: &mut dyn Source,
@@ -175,6 +177,8 @@ pub async fn run_serving(
     let mut rate = 0.0;
     let mut temporary: std::collections::HashSet<String> = Default::default();
     loop {
+        // An idle source still gets its results flushed and offsets committed on time.
+        let flush_due = tokio::time::Instant::from_std(last_flush + opts.flush_every);
         let round = tokio::select! {
             biased;
             _ = &mut stop => break,
@@ -185,6 +189,18 @@ pub async fn run_serving(
                 continue;
             }
             r = source.next() => r?,
+            _ = tokio::time::sleep_until(flush_due) => {
+                let dt = last_flush.elapsed().as_secs_f64();
+                rate = (summary.events - last_events) as f64 / dt;
+                last_events = summary.events;
+                last_flush = Instant::now();
+                summary.malformed = dead.malformed;
+                summary.late = dead.late;
+                update_status(opts, &summary, rate, started);
+                flush_all(sinks, &mut dead).await?;
+                source.commit().await?;
+                continue;
+            }
         };
         let Some(round) = round else {
             drained = true;

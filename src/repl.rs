@@ -179,7 +179,7 @@ impl Repl {
                 let df = ctx.sql(sql).await?;
                 df.collect().await
             })
-            .map_err(|e| format!("error: {e}"))?;
+            .map_err(|e| error_at(sql, &e))?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let mut out = render(&batches, self.format).map_err(|e| e.to_string())?;
         if self.format == Format::Table {
@@ -451,6 +451,36 @@ impl Repl {
         }
         ok
     }
+}
+
+/// An error message with the statement's line, a caret under the column DataFusion points
+/// at (its diagnostic span, or the parser's `Line: L, Column: C`).
+fn error_at(sql: &str, e: &datafusion::error::DataFusionError) -> String {
+    let msg = e.strip_backtrace();
+    let mut pos = e
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|s| (s.start.line as usize, s.start.column as usize));
+    if pos.is_none() {
+        if let Some(i) = msg.find("Line: ") {
+            let rest = &msg[i + 6..];
+            let line = rest.split(',').next().and_then(|l| l.trim().parse().ok());
+            let col = rest
+                .split("Column: ")
+                .nth(1)
+                .and_then(|c| c.split(|ch: char| !ch.is_ascii_digit()).next())
+                .and_then(|c| c.parse().ok());
+            pos = line.zip(col);
+        }
+    }
+    let Some((line, col)) = pos.filter(|(l, c)| *l > 0 && *c > 0) else {
+        return format!("error: {msg}");
+    };
+    let text = sql.lines().nth(line - 1).unwrap_or_default();
+    format!(
+        "error at line {line}, column {col}: {msg}\n  {text}\n  {}^",
+        " ".repeat(col - 1)
+    )
 }
 
 /// `stmt` without the leading keywords (case-insensitive, whitespace-separated), if it starts
@@ -731,6 +761,19 @@ mod tests {
                 "SELECT 3"
             ]
         );
+    }
+
+    #[test]
+    fn errors_point_at_the_position() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ctx = session();
+        let sql = "SELECT 1,\n  nope + 1";
+        let e = rt.block_on(ctx.sql(sql)).unwrap_err();
+        let m = error_at(sql, &e);
+        assert!(m.starts_with("error at line 2, column 3"), "{m}");
+        assert!(m.ends_with("  nope + 1\n    ^"), "{m}");
     }
 
     #[test]

@@ -32,8 +32,27 @@ pub struct StreamSchema {
     /// Index of the event-time column in `arrow`.
     pub event_time_index: usize,
     pub watermark_delay: Duration,
+    /// The columns queries see: the payload's, then [`METADATA_COLUMNS`].
     pub arrow: SchemaRef,
+    /// The columns of the JSON payload, as declared in the file.
+    pub payload: SchemaRef,
     pub path: PathBuf,
+}
+
+/// Columns every stream carries after its own: where a Kafka message came from and its
+/// timestamp (null for files and the generator).
+pub const METADATA_COLUMNS: [&str; 3] = ["_kafka_partition", "_kafka_offset", "_kafka_timestamp"];
+
+fn metadata_fields() -> [Field; 3] {
+    [
+        Field::new(METADATA_COLUMNS[0], DataType::Int32, true),
+        Field::new(METADATA_COLUMNS[1], DataType::Int64, true),
+        Field::new(
+            METADATA_COLUMNS[2],
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+    ]
 }
 
 impl StreamSchema {
@@ -126,6 +145,13 @@ impl StreamSchema {
             if fields.iter().any(|x: &Field| x.name() == &f.name) {
                 return Err(err(format!("field `{}` is declared twice", f.name)));
             }
+            if f.name.starts_with("_kafka_") {
+                return Err(err(format!(
+                    "field `{}`: names starting with `_kafka_` are reserved for the Kafka metadata columns ({})",
+                    f.name,
+                    METADATA_COLUMNS.join(", ")
+                )));
+            }
             fields.push(Field::new(&f.name, ty, f.nullable));
         }
         let find = |name: &str, what: &str| {
@@ -180,7 +206,14 @@ impl StreamSchema {
             event_time: file.event_time,
             event_time_index,
             watermark_delay,
-            arrow: Arc::new(Schema::new(fields)),
+            arrow: Arc::new(Schema::new(
+                fields
+                    .iter()
+                    .cloned()
+                    .chain(metadata_fields())
+                    .collect::<Vec<_>>(),
+            )),
+            payload: Arc::new(Schema::new(fields)),
             path: path.to_path_buf(),
         })
     }

@@ -25,6 +25,7 @@ fn kafka_views() -> Vec<runnel::engine::ViewDef> {
         "tests/views/agg_kinds.sql",
         "tests/views/segments.sql",
         "tests/views/global_total.sql",
+        "tests/views/kafka_partitions.sql",
     ])
 }
 
@@ -76,10 +77,32 @@ async fn kafka_replay_equals_file_replay() {
     generate(files.path(), 21, n as usize);
     let defs = kafka_views();
     let want = oracle(files.path(), &defs).await;
-    for d in &defs {
+    for d in defs.iter().filter(|d| d.name != "kafka_partitions") {
         assert!(!want[&d.name].is_empty());
         assert_same(&d.name, &got[&d.name], &want[&d.name]);
     }
+    // The Kafka metadata columns: four partitions, offsets from 0 without gaps, every message
+    // stamped; files have none.
+    let parts = &got["kafka_partitions"];
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    let mut total = 0;
+    for p in parts {
+        let m = p["messages"].as_i64().unwrap();
+        assert!(p["kafka_partition"]
+            .as_i64()
+            .is_some_and(|x| (0..4).contains(&x)));
+        assert_eq!(p["first_offset"].as_i64(), Some(0));
+        assert_eq!(p["last_offset"].as_i64(), Some(m - 1));
+        assert_eq!(p["stamped"].as_i64(), Some(m));
+        total += m;
+    }
+    let in_files = std::fs::read_to_string(files.path().join("transaction_data.ndjson"))
+        .unwrap()
+        .lines()
+        .count() as i64;
+    assert_eq!(total, in_files);
+    assert_eq!(want["kafka_partitions"].len(), 1);
+    assert!(want["kafka_partitions"][0]["kafka_partition"].is_null());
 
     // The same group again: everything is committed, so nothing is read twice.
     let out2 = tempfile::tempdir().unwrap();
@@ -88,6 +111,157 @@ async fn kafka_replay_equals_file_replay() {
         again.values().all(|rows| rows.is_empty()),
         "a restarted group re-read committed events"
     );
+}
+
+/// Two instances in one consumer group over 4-partition topics: each owns whole products
+/// (the producer keys by product id), so their product-keyed results are disjoint and their
+/// union equals one instance's result (the batch oracle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
+    use runnel::engine::Engine;
+    use runnel::pipeline::{self, PipelineOptions};
+    use runnel::sink::{ndjson::NdjsonSink, Sink};
+
+    let broker = LocalBroker::start(3).unwrap();
+    for t in Topic::ALL {
+        broker.create_topic(t.topic(), 4, 1).unwrap();
+    }
+    let bootstrap = broker.bootstrap().to_string();
+    let defs = views_named(&[
+        "queries/product_sales.sql",
+        "queries/review_sentiment.sql",
+        "tests/views/kafka_partitions.sql",
+    ]);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut stops = Vec::new();
+    let mut runs = Vec::new();
+    let mut probes = Vec::new();
+    for dir in &dirs {
+        let source = KafkaSource::start(
+            KafkaSourceConfig {
+                bootstrap: bootstrap.clone(),
+                group: "pair".into(),
+                options: KafkaOptions::default(),
+                max_records: 2000,
+                max_wait: Duration::from_millis(50),
+                until_end: false,
+            },
+            &streams(),
+        )
+        .unwrap();
+        probes.push(source.assignment_probe());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(tx);
+        let out = dir.path().to_path_buf();
+        let defs = defs.clone();
+        runs.push(tokio::spawn(async move {
+            let mut source = source;
+            let mut engine = Engine::new(streams(), &defs).await.unwrap();
+            let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NdjsonSink::new(&out).unwrap())];
+            let opts = PipelineOptions {
+                flush_every: Duration::from_millis(100),
+                dead_letters: out.join("dead_letters.ndjson"),
+                status: None,
+            };
+            pipeline::run(&mut engine, &mut source, &mut sinks, &opts, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    // Both have joined, and split the 24 partitions, before anything is produced: no
+    // partition changes hands mid-stream (a rebalance hands partitions over at least once,
+    // see README, Kafka).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let a: Vec<Vec<(String, i32)>> = probes.iter().map(|p| p.get()).collect();
+        let all: std::collections::BTreeSet<_> = a.iter().flatten().collect();
+        if a.iter().all(|x| !x.is_empty()) && all.len() == 24 && a[0].len() + a[1].len() == 24 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group never settled: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = 20_000u64;
+    let b2 = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = Generator::new(
+            33,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        producer::produce(&b2, &KafkaOptions::default(), &mut g, Some(n), None).unwrap()
+    })
+    .await
+    .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    generate(files.path(), 33, n as usize);
+    let want = oracle(files.path(), &defs).await;
+
+    let union = |view: &str| -> (Rows, Vec<usize>, usize) {
+        let mut all = Rows::new();
+        let mut per = Vec::new();
+        let mut keys = std::collections::BTreeSet::new();
+        let mut overlap = 0;
+        for d in &dirs {
+            let rows = read_ndjson(&d.path().join(format!("{view}.ndjson")));
+            per.push(rows.len());
+            for r in &rows {
+                if !keys.insert(r["product_id"].to_string()) {
+                    overlap += 1;
+                }
+            }
+            all.extend(rows);
+        }
+        all.sort_by_key(|r| r["product_id"].to_string());
+        (all, per, overlap)
+    };
+    let done = |rows: &Rows, want: &Rows| {
+        let sum = |rs: &Rows, c: &str| rs.iter().filter_map(|r| r[c].as_i64()).sum::<i64>();
+        rows.len() == want.len() && sum(rows, "orders") == sum(want, "orders")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !done(&union("product_sales").0, &want["product_sales"])
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A last flush interval for the other view, then stop both.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for s in stops {
+        let _ = s.send(());
+    }
+    let mut events = Vec::new();
+    for r in runs {
+        events.push(r.await.unwrap().events);
+    }
+    assert!(
+        events.iter().all(|&e| e > 0),
+        "one instance did no work: {events:?}"
+    );
+    let partitions: Vec<Rows> = dirs
+        .iter()
+        .map(|d| read_ndjson(&d.path().join("kafka_partitions.ndjson")))
+        .collect();
+    for view in ["product_sales", "review_sentiment"] {
+        let (rows, per, overlap) = union(view);
+        if overlap > 0 {
+            eprintln!("partitions per instance: {partitions:#?}");
+        }
+        assert_eq!(
+            overlap, 0,
+            "{view}: a product was counted by both instances"
+        );
+        assert!(per.iter().all(|&k| k > 0), "{view}: {per:?}");
+        let mut want_rows = want[view].clone();
+        want_rows.sort_by_key(|r| r["product_id"].to_string());
+        assert_same(view, &rows, &want_rows);
+    }
 }
 
 #[test]

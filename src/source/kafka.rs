@@ -53,7 +53,33 @@ pub struct KafkaSource {
     committed: HashMap<(String, i32), i64>,
 }
 
+/// Reads which partitions an instance owns right now (for status and tests).
+#[derive(Clone)]
+pub struct AssignmentProbe(Arc<BaseConsumer>);
+
+impl AssignmentProbe {
+    /// (topic, partition) pairs currently assigned to this instance, sorted.
+    pub fn get(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<(String, i32)> = self
+            .0
+            .assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
 impl KafkaSource {
+    pub fn assignment_probe(&self) -> AssignmentProbe {
+        AssignmentProbe(self.consumer.clone())
+    }
+
     pub fn start(cfg: KafkaSourceConfig, streams: &Streams) -> Result<Self> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cfg.bootstrap)
@@ -135,6 +161,7 @@ struct Pending {
     data: Vec<u8>,
     ends: Vec<usize>,
     offsets: Vec<(i32, i64)>,
+    timestamps: Vec<Option<i64>>,
 }
 
 struct Poller {
@@ -153,6 +180,7 @@ impl Poller {
         // far each has been read.
         let mut ends: Option<HashMap<(String, i32), i64>> = None;
         let mut read: HashMap<(String, i32), i64> = HashMap::new();
+        let mut last_check = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
@@ -162,11 +190,13 @@ impl Poller {
                         data: Vec::new(),
                         ends: Vec::new(),
                         offsets: Vec::new(),
+                        timestamps: Vec::new(),
                     });
                     p.data.extend_from_slice(m.payload().unwrap_or_default());
                     p.data.push(b'\n');
                     p.ends.push(p.data.len());
                     p.offsets.push((m.partition(), m.offset()));
+                    p.timestamps.push(m.timestamp().to_millis());
                     if count == 0 {
                         started = Instant::now();
                     }
@@ -177,6 +207,24 @@ impl Poller {
             }
             let mut finished = false;
             if self.cfg.until_end {
+                // A rebalance (another instance joining or leaving the group) changes which
+                // partitions this instance must drain: take their end offsets afresh.
+                if ends.is_some() && last_check.elapsed() >= Duration::from_millis(100) {
+                    last_check = Instant::now();
+                    let now: Option<std::collections::HashSet<(String, i32)>> =
+                        self.consumer.assignment().ok().map(|a| {
+                            a.elements()
+                                .iter()
+                                .map(|e| (e.topic().to_string(), e.partition()))
+                                .collect()
+                        });
+                    let held: Option<std::collections::HashSet<(String, i32)>> =
+                        ends.as_ref().map(|e| e.keys().cloned().collect());
+                    if now.is_some() && now != held {
+                        tracing::info!("partition assignment changed; re-reading end offsets");
+                        ends = None;
+                    }
+                }
                 if ends.is_none() {
                     ends = self.end_offsets();
                     // Partitions this group had already read start at their committed offset.
@@ -245,6 +293,7 @@ impl Poller {
                 origin: Origin::Kafka {
                     topic: Arc::from(topic.as_str()),
                     offsets: p.offsets,
+                    timestamps: p.timestamps,
                 },
                 read_at_ms: read_at,
             });
@@ -263,7 +312,7 @@ impl Source for KafkaSource {
             Some(Err(e)) => Err(e),
             Some(Ok(round)) => {
                 for raw in &round {
-                    if let Origin::Kafka { topic, offsets } = &raw.origin {
+                    if let Origin::Kafka { topic, offsets, .. } = &raw.origin {
                         for &(p, o) in offsets {
                             let e = self.handed_out.entry((topic.to_string(), p)).or_insert(0);
                             *e = (*e).max(o + 1);
@@ -276,6 +325,16 @@ impl Source for KafkaSource {
     }
 
     async fn commit(&mut self) -> Result<()> {
+        // Only partitions this instance still owns: after a rebalance another instance commits
+        // the rest, and an older offset from here must not overwrite its progress.
+        if let Ok(a) = self.consumer.assignment() {
+            let owned: std::collections::HashSet<(String, i32)> = a
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            self.handed_out.retain(|k, _| owned.contains(k));
+        }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &self.handed_out {
             if self.committed.get(&(t.clone(), *p)) != Some(o) {
@@ -287,11 +346,40 @@ impl Source for KafkaSource {
             return Ok(());
         }
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+        let done = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
             .await
-            .map_err(|e| err(e.to_string()))?
-            .map_err(|e| err(format!("committing offsets: {e}")))?;
-        self.committed = self.handed_out.clone();
-        Ok(())
+            .map_err(|e| err(e.to_string()))?;
+        match done {
+            Ok(()) => {
+                self.committed = self.handed_out.clone();
+                Ok(())
+            }
+            // The group is rebalancing (an instance joined or left): these offsets are
+            // committed by the next flush, or re-read by the partition's new owner
+            // (at-least-once, as after any crash).
+            Err(rdkafka::error::KafkaError::ConsumerCommit(code)) if transient_commit(code) => {
+                tracing::warn!(error = %code, "offsets not committed this time (group rebalancing); retrying at the next flush");
+                Ok(())
+            }
+            Err(e) => Err(err(format!("committing offsets: {e}"))),
+        }
     }
+}
+
+/// Commit errors that a later commit resolves (rebalances, coordinator moves, timeouts).
+fn transient_commit(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::RebalanceInProgress
+            | C::IllegalGeneration
+            | C::UnknownMemberId
+            | C::NotCoordinator
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::AssignmentLost
+            | C::NoOffset
+    )
 }
