@@ -23,8 +23,18 @@ use runnel::source::{self, files::FileSource, generator::GeneratorSource, Source
 /// Each .sql file under queries/ is one continuous view. runnel decodes events into Arrow,
 /// keeps every view up to date incrementally, and ships results to sinks.
 #[derive(Parser)]
-#[command(name = "runnel", version, propagate_version = true)]
+#[command(
+    name = "runnel",
+    version,
+    propagate_version = true,
+    after_help = "Options can also come from a TOML file: --config FILE (or RUNNEL_CONFIG), one \
+section per command ([run], [generate], [repl], ...), keys named as the long flags. Flags beat \
+environment variables, which beat the file."
+)]
 struct Cli {
+    /// TOML file of options, one section per command (see below).
+    #[arg(long, global = true, env = "RUNNEL_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -326,7 +336,15 @@ fn init_logs(quiet: bool) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    let args = match runnel::config::expand_args(std::env::args().collect(), &Cli::command()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     // No subcommand means `runnel run` with its defaults (and its environment variables).
     let command = match cli.command {
         Some(c) => c,

@@ -266,3 +266,48 @@ fn default_run_shows_views_and_stops_cleanly_on_ctrl_c() {
         assert!(text.contains(v), "console lacks {v}:\n{text}");
     }
 }
+
+#[test]
+fn a_config_file_supplies_options_below_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (ok, text) = output(
+        runnel()
+            .args(["generate", "--count", "3000", "--out"])
+            .arg(&data),
+    );
+    assert!(ok, "{text}");
+    let out = tmp.path().join("out");
+    let cfg = tmp.path().join("runnel.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nsource = \"files:{}\"\nsink = [\"ndjson:{}\"]\nuntil-drained = true\nbatch-size = 500\n",
+            data.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = output(runnel().arg("--config").arg(&cfg).arg("run"));
+    assert!(ok, "{text}");
+    assert!(out.join("product_sales.ndjson").exists(), "{text}");
+    // A flag beats the file: a second output directory.
+    let out2 = tmp.path().join("out2");
+    let (ok, text) = output(
+        runnel()
+            .env("RUNNEL_CONFIG", &cfg)
+            .arg("run")
+            .arg("--sink")
+            .arg(format!("ndjson:{}", out2.display())),
+    );
+    assert!(ok, "{text}");
+    assert!(out2.join("product_sales.ndjson").exists(), "{text}");
+    // A misspelt key is an error naming the file and the key.
+    std::fs::write(&cfg, "[run]\nsorce = \"files:x\"\n").unwrap();
+    let (ok, text) = output(runnel().arg("--config").arg(&cfg));
+    assert!(!ok);
+    assert!(
+        text.contains("runnel.toml") && text.contains("sorce"),
+        "{text}"
+    );
+}
