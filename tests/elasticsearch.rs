@@ -586,3 +586,101 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
     }
     assert!(!err.contains("s3cret-pw"));
 }
+
+/// A TLS endpoint in front of the real server, with a certificate from a private CA.
+async fn tls_front(upstream: String, dir: &Path) -> (String, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "runnel test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let up = upstream.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let (acceptor, up) = (acceptor.clone(), up.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&up).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), ca_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, ca) = tls_front(server.url.clone(), tmp.path()).await;
+    let data = tmp.path().join("data");
+    common::generate(&data, 9, 5_000);
+    let source = format!("files:{}", data.display());
+    let sink = format!("elasticsearch:{url}");
+    // Without the CA the certificate is refused (and the run gives up as told).
+    let o = runnel(
+        &[
+            "run",
+            "--until-drained",
+            "--source",
+            &source,
+            "--sink",
+            &sink,
+            "--es-max-retry",
+            "1",
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // With it, everything lands.
+    let out = tmp.path().join("out");
+    let o = runnel(
+        &[
+            "run",
+            "--until-drained",
+            "--source",
+            &source,
+            "--sink",
+            &format!("ndjson:{}", out.display()),
+            "--sink",
+            &sink,
+            "--es-ca-cert",
+            ca.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let docs = documents(&server.url, "product_sales").await;
+    assert_eq!(es_rows(&docs), ndjson_rows(&out, "product_sales"));
+}

@@ -278,7 +278,7 @@ impl ElasticsearchSink {
                         return Ok((status, v));
                     }
                 }
-                Err(e) => e.to_string(),
+                Err(e) => error_chain(&e),
             };
             attempt += 1;
             self.backoff(attempt, started, &problem, path).await?;
@@ -390,7 +390,7 @@ impl ElasticsearchSink {
                 .send()
                 .await;
             let problem = match sent {
-                Err(e) => e.to_string(),
+                Err(e) => error_chain(&e),
                 Ok(r) => {
                     let status = r.status_code().as_u16();
                     if status == 429 || status >= 500 {
@@ -693,6 +693,22 @@ fn mapping_conflicts(wanted: &Value, existing: &Value) -> (Vec<String>, Vec<Stri
         }
     }
     (conflicts, narrower)
+}
+
+/// An error and its causes (`error sending request: ... : invalid peer certificate: ...`):
+/// the HTTP client's top-level message alone rarely says what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// The `reason` of an Elasticsearch error body (or the body itself).
