@@ -484,6 +484,61 @@ impl FaultProxy {
                         None
                     };
                     match fault {
+                        Some(Some((0, _))) => {
+                            // The request goes through, but the answer says its first item
+                            // was throttled (as a busy cluster answers): it must be retried.
+                            served.fetch_add(1, Ordering::SeqCst);
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse().ok())?
+                                })
+                                .unwrap_or(0);
+                            while buf.len() < head_end + len {
+                                match conn.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                }
+                            }
+                            let Ok(mut upstream) = tokio::net::TcpStream::connect(&up).await else {
+                                return;
+                            };
+                            // HTTP/1.0 and close: the answer is plain bytes up to EOF.
+                            let mut fwd: Vec<u8> = head
+                                .replacen("HTTP/1.1", "HTTP/1.0", 1)
+                                .lines()
+                                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                                .filter(|l| !l.is_empty())
+                                .flat_map(|l| format!("{l}\r\n").into_bytes())
+                                .collect();
+                            fwd.extend_from_slice(b"connection: close\r\n\r\n");
+                            fwd.extend_from_slice(&buf[head_end..]);
+                            if upstream.write_all(&fwd).await.is_err() {
+                                return;
+                            }
+                            let mut resp = Vec::new();
+                            if upstream.read_to_end(&mut resp).await.is_err() {
+                                return;
+                            }
+                            let Some(p) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                return;
+                            };
+                            let mut v: Value = serde_json::from_slice(&resp[p + 4..]).unwrap();
+                            v["errors"] = json!(true);
+                            let item = v["items"][0].as_object_mut().unwrap();
+                            let op = item.values_mut().next().unwrap();
+                            op["status"] = json!(429);
+                            op["error"] = json!({"type": "es_rejected_execution_exception", "reason": "rejected execution of primary operation"});
+                            let body = v.to_string();
+                            let reply = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = conn.write_all(reply.as_bytes()).await;
+                            let _ = conn.shutdown().await;
+                        }
                         Some(Some((status, body))) => {
                             served.fetch_add(1, Ordering::SeqCst);
                             let reply = format!(
@@ -537,6 +592,7 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
         Some((503, UNAVAILABLE)),
         None,
         Some((502, UNAVAILABLE)),
+        Some((0, "first item throttled")),
     ];
     let proxy = FaultProxy::start(server.url.clone(), faults).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -563,11 +619,15 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
     );
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(proxy.faults_served.load(Ordering::SeqCst), 5, "{err}");
+    assert_eq!(proxy.faults_served.load(Ordering::SeqCst), 6, "{err}");
     let (_, _, rejected, retries) = sink_counts(&err);
     assert_eq!(rejected, 0);
-    assert!(retries >= 5, "{err}");
+    assert!(retries >= 6, "{err}");
     assert!(err.contains("HTTP 429"), "{err}");
+    assert!(
+        err.contains("item HTTP 429"),
+        "the throttled item was not retried:\n{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
     for view in view_names() {
         let docs = documents(&server.url, &view).await;
@@ -585,6 +645,36 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
         );
     }
     assert!(!err.contains("s3cret-pw"));
+
+    // An API key instead: sent as `Authorization: ApiKey <key>`, never printed.
+    let before = proxy.heads.lock().unwrap().len();
+    let o = runnel(
+        &[
+            "run",
+            "--until-drained",
+            "--source",
+            &format!("files:{}", data.display()),
+            "--sink",
+            &format!("elasticsearch:{}", proxy.addr),
+            "--dead-letters",
+            tmp.path().join("dl.ndjson").to_str().unwrap(),
+        ],
+        &[(
+            "RUNNEL_ES_API_KEY",
+            "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==",
+        )],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let heads = proxy.heads.lock().unwrap()[before..].to_vec();
+    assert!(!heads.is_empty());
+    for h in &heads {
+        assert!(
+            h.contains("ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="),
+            "{h}"
+        );
+    }
+    assert!(!err.contains("VnVhQ2ZH"));
 }
 
 /// A TLS endpoint in front of the real server, with a certificate from a private CA.
