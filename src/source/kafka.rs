@@ -87,7 +87,10 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", "65536")
-            .set("session.timeout.ms", "10000");
+            .set("session.timeout.ms", "10000")
+            // A fetch waits at most this long for data: the floor of end-to-end latency
+            // when traffic is light (librdkafka's default is 500 ms).
+            .set("fetch.wait.max.ms", "20");
         cfg.options.apply(&mut c);
         tracing::info!(bootstrap = %cfg.bootstrap, group = %cfg.group, options = ?cfg.options.redacted(), "connecting to Kafka");
         let consumer: BaseConsumer = c.create().map_err(|e| err(e.to_string()))?;
