@@ -258,6 +258,22 @@ struct CheckArgs {
 
 const BUILTIN_VIEWS: &[(&str, &str)] = &[
     (
+        "category_windows.sql",
+        include_str!("../queries/category_windows.sql"),
+    ),
+    (
+        "customer_logins.sql",
+        include_str!("../queries/customer_logins.sql"),
+    ),
+    (
+        "customer_retention.sql",
+        include_str!("../queries/customer_retention.sql"),
+    ),
+    (
+        "retention_segments.sql",
+        include_str!("../queries/retention_segments.sql"),
+    ),
+    (
         "category_prices.sql",
         include_str!("../queries/category_prices.sql"),
     ),
@@ -758,4 +774,30 @@ async fn check(a: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         defs.len() + errors.len()
     );
     Ok(std::process::ExitCode::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The views built into the binary are exactly the files in queries/.
+    #[test]
+    fn builtin_views_are_the_shipped_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.ends_with(".sql").then_some(n)
+            })
+            .collect();
+        files.sort();
+        let mut builtin: Vec<String> = super::BUILTIN_VIEWS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        builtin.sort();
+        assert_eq!(builtin, files);
+        for (n, text) in super::BUILTIN_VIEWS {
+            assert_eq!(&std::fs::read_to_string(dir.join(n)).unwrap(), text, "{n}");
+        }
+    }
 }
