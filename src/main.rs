@@ -413,13 +413,7 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         a.sinks.clone()
     };
     init_logs(sinks_spec.contains(&SinkSpec::Console));
-    let (streams, defs, errors) = load_catalog(&a.catalog)?;
-    if let Some(e) = errors.into_iter().next() {
-        bail!("{e}\n(run `runnel check` to see every problem)");
-    }
-    let mut engine = Engine::new(streams.clone(), &defs)
-        .await
-        .context("planning the views (run `runnel check` for every problem)")?;
+    let (streams, mut engine) = plan_views(&a.catalog).await?;
     let mut source = build_source(&a, &streams)?;
     let status = Arc::new(Mutex::new(String::from("runnel | starting")));
     let mut sinks = sink::build(
@@ -451,6 +445,18 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("set-aside records: {}", a.dead_letters.display());
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Loads the schemas and views and plans every view; the first problem stops the run.
+async fn plan_views(catalog: &Catalog) -> anyhow::Result<(Streams, Engine)> {
+    let (streams, defs, errors) = load_catalog(catalog)?;
+    if let Some(e) = errors.into_iter().next() {
+        bail!("{e}\n(run `runnel check` to see every problem)");
+    }
+    let engine = Engine::new(streams.clone(), &defs)
+        .await
+        .context("planning the views (run `runnel check` for every problem)")?;
+    Ok((streams, engine))
 }
 
 fn build_source(
@@ -501,13 +507,7 @@ async fn run_with_repl(
     use std::io::{IsTerminal, Read};
     use std::sync::atomic::AtomicBool;
     init_logs(true);
-    let (streams, defs, errors) = load_catalog(&a.catalog)?;
-    if let Some(e) = errors.into_iter().next() {
-        bail!("{e}\n(run `runnel check` to see every problem)");
-    }
-    let mut engine = Engine::new(streams.clone(), &defs)
-        .await
-        .context("planning the views (run `runnel check` for every problem)")?;
+    let (streams, mut engine) = plan_views(&a.catalog).await?;
     engine.keep_recent_events(a.repl_window);
     let mut source = build_source(&a, &streams)?;
     let specs: Vec<SinkSpec> = a

@@ -170,35 +170,30 @@ pub async fn run_serving(
     let mut dead = DeadLetters::new(&opts.dead_letters);
     let started = Instant::now();
     let mut summary = Summary::default();
-    let mut last_flush = Instant::now();
-    let mut last_events = 0u64;
+    let mut progress = Progress {
+        started,
+        last_flush: Instant::now(),
+        last_events: 0,
+        rate: 0.0,
+    };
     tokio::pin!(stop);
     let mut drained = false;
-    let mut rate = 0.0;
     let mut temporary: std::collections::HashSet<String> = Default::default();
     loop {
         // An idle source still gets its results flushed and offsets committed on time.
-        let flush_due = tokio::time::Instant::from_std(last_flush + opts.flush_every);
+        let flush_due = tokio::time::Instant::from_std(progress.last_flush + opts.flush_every);
         let round = tokio::select! {
             biased;
             _ = &mut stop => break,
             Some(req) = next_request(&mut requests) => {
-                if let Some(v) = serve(engine, req, &summary, rate, false, opts).await {
+                if let Some(v) = serve(engine, req, &summary, progress.rate, false, opts).await {
                     temporary.insert(v);
                 }
                 continue;
             }
             r = source.next() => r?,
             _ = tokio::time::sleep_until(flush_due) => {
-                let dt = last_flush.elapsed().as_secs_f64();
-                rate = (summary.events - last_events) as f64 / dt;
-                last_events = summary.events;
-                last_flush = Instant::now();
-                summary.malformed = dead.malformed;
-                summary.late = dead.late;
-                update_status(opts, &summary, rate, started);
-                flush_all(sinks, &mut dead).await?;
-                source.commit().await?;
+                progress.flush(opts, &mut summary, &mut dead, sinks, source).await?;
                 continue;
             }
         };
@@ -220,36 +215,16 @@ pub async fn run_serving(
             let name = engine.streams().streams[*s].name.clone();
             dead.late(&name, engine.watermark(*s), rows)?;
         }
-        let mut outputs = out.outputs;
-        if !temporary.is_empty() {
-            outputs.retain(|o| !temporary.contains(&o.view.name));
-        }
-        if !outputs.is_empty() {
-            for sink in sinks.iter_mut() {
-                sink.write(&outputs).await?;
-            }
-        }
-        if last_flush.elapsed() >= opts.flush_every {
-            let dt = last_flush.elapsed().as_secs_f64();
-            rate = (summary.events - last_events) as f64 / dt;
-            last_events = summary.events;
-            last_flush = Instant::now();
-            summary.malformed = dead.malformed;
-            summary.late = dead.late;
-            update_status(opts, &summary, rate, started);
-            flush_all(sinks, &mut dead).await?;
-            source.commit().await?;
+        ship(sinks, out.outputs, &temporary).await?;
+        if progress.last_flush.elapsed() >= opts.flush_every {
+            progress
+                .flush(opts, &mut summary, &mut dead, sinks, source)
+                .await?;
         }
     }
     if drained {
         let out = engine.finish().await?;
-        let mut outputs = out.outputs;
-        outputs.retain(|o| !temporary.contains(&o.view.name));
-        if !outputs.is_empty() {
-            for sink in sinks.iter_mut() {
-                sink.write(&outputs).await?;
-            }
-        }
+        ship(sinks, out.outputs, &temporary).await?;
     }
     summary.elapsed = started.elapsed();
     summary.malformed = dead.malformed;
@@ -278,6 +253,54 @@ pub async fn run_serving(
         }
     }
     Ok(summary)
+}
+
+/// Changes to the sinks, leaving out temporary (REPL) views.
+async fn ship(
+    sinks: &mut [Box<dyn Sink>],
+    mut outputs: Vec<crate::engine::ViewOutput>,
+    temporary: &std::collections::HashSet<String>,
+) -> Result<()> {
+    if !temporary.is_empty() {
+        outputs.retain(|o| !temporary.contains(&o.view.name));
+    }
+    if !outputs.is_empty() {
+        for sink in sinks.iter_mut() {
+            sink.write(&outputs).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The flush clock and the rate it measures.
+struct Progress {
+    started: Instant,
+    last_flush: Instant,
+    last_events: u64,
+    rate: f64,
+}
+
+impl Progress {
+    /// Flushes dead letters and sinks, then commits the source (offsets never run ahead of
+    /// what the sinks hold), and refreshes the rate and the status line.
+    async fn flush(
+        &mut self,
+        opts: &PipelineOptions,
+        summary: &mut Summary,
+        dead: &mut DeadLetters,
+        sinks: &mut [Box<dyn Sink>],
+        source: &mut dyn Source,
+    ) -> Result<()> {
+        let dt = self.last_flush.elapsed().as_secs_f64();
+        self.rate = (summary.events - self.last_events) as f64 / dt.max(1e-9);
+        self.last_events = summary.events;
+        self.last_flush = Instant::now();
+        summary.malformed = dead.malformed;
+        summary.late = dead.late;
+        update_status(opts, summary, self.rate, self.started);
+        flush_all(sinks, dead).await?;
+        source.commit().await
+    }
 }
 
 fn update_status(opts: &PipelineOptions, s: &Summary, rate: f64, started: Instant) {

@@ -443,6 +443,20 @@ struct FaultProxy {
 const THROTTLED: &str = r#"{"error":{"root_cause":[{"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1024, max_coordinating_and_primary_bytes=0]"}],"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"},"status":429}"#;
 const UNAVAILABLE: &str = r#"{"error":{"root_cause":[{"type":"cluster_block_exception","reason":"blocked by: [SERVICE_UNAVAILABLE/2/no master];"}],"type":"cluster_block_exception","reason":"blocked by: [SERVICE_UNAVAILABLE/2/no master];"},"status":503}"#;
 
+/// A request rewritten to close its connection after the answer, so the proxy sees every
+/// request on a connection of its own.
+fn one_shot(head: &str, body_start: &[u8]) -> Vec<u8> {
+    let mut fwd: Vec<u8> = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .filter(|l| !l.is_empty())
+        .flat_map(|l| format!("{l}\r\n").into_bytes())
+        .collect();
+    fwd.extend_from_slice(b"connection: close\r\n\r\n");
+    fwd.extend_from_slice(body_start);
+    fwd
+}
+
 impl FaultProxy {
     async fn start(upstream: String, faults: Vec<Option<(u16, &'static str)>>) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -506,15 +520,10 @@ impl FaultProxy {
                                 return;
                             };
                             // HTTP/1.0 and close: the answer is plain bytes up to EOF.
-                            let mut fwd: Vec<u8> = head
-                                .replacen("HTTP/1.1", "HTTP/1.0", 1)
-                                .lines()
-                                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                                .filter(|l| !l.is_empty())
-                                .flat_map(|l| format!("{l}\r\n").into_bytes())
-                                .collect();
-                            fwd.extend_from_slice(b"connection: close\r\n\r\n");
-                            fwd.extend_from_slice(&buf[head_end..]);
+                            let fwd = one_shot(
+                                &head.replacen("HTTP/1.1", "HTTP/1.0", 1),
+                                &buf[head_end..],
+                            );
                             if upstream.write_all(&fwd).await.is_err() {
                                 return;
                             }
@@ -558,14 +567,7 @@ impl FaultProxy {
                             let Ok(mut upstream) = tokio::net::TcpStream::connect(&up).await else {
                                 return;
                             };
-                            let mut fwd: Vec<u8> = head
-                                .lines()
-                                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                                .filter(|l| !l.is_empty())
-                                .flat_map(|l| format!("{l}\r\n").into_bytes())
-                                .collect();
-                            fwd.extend_from_slice(b"connection: close\r\n\r\n");
-                            fwd.extend_from_slice(&buf[head_end..]);
+                            let fwd = one_shot(&head, &buf[head_end..]);
                             if upstream.write_all(&fwd).await.is_err() {
                                 return;
                             }
