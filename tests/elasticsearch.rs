@@ -112,6 +112,18 @@ async fn call(url: &str, method: Method, path: &str, body: Option<Value>) -> (u1
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates an index the way another tool might have, with these mapped properties.
+async fn create_index(url: &str, index: &str, properties: Value) {
+    let (st, v) = call(
+        url,
+        Method::Put,
+        &format!("/{index}"),
+        Some(json!({"mappings": {"properties": properties}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+}
+
 /// Every document of an index by id, `@timestamp` checked and removed.
 async fn documents(url: &str, index: &str) -> BTreeMap<String, Map<String, Value>> {
     call(url, Method::Post, &format!("/{index}/_refresh"), None).await;
@@ -297,14 +309,12 @@ async fn a_poisoned_document_is_dead_lettered_and_the_rest_lands() {
          FROM transactions GROUP BY product_id\n",
     )
     .unwrap();
-    let (st, v) = call(
+    create_index(
         &server.url,
-        Method::Put,
-        "/units_by_product",
-        Some(json!({"mappings": {"properties": {"units": {"type": "integer"}}}})),
+        "units_by_product",
+        json!({"units": {"type": "integer"}}),
     )
     .await;
-    assert_eq!(st, 200, "{v}");
     let out = tmp.path().join("out");
     let dl = tmp.path().join("dl.ndjson");
     let o = Command::new(BIN)
@@ -348,14 +358,12 @@ async fn a_poisoned_document_is_dead_lettered_and_the_rest_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_index_mapping_is_reported() {
     let server = Server::start();
-    let (st, _) = call(
+    create_index(
         &server.url,
-        Method::Put,
-        "/product_sales",
-        Some(json!({"mappings": {"properties": {"units": {"type": "date"}}}})),
+        "product_sales",
+        json!({"units": {"type": "date"}}),
     )
     .await;
-    assert_eq!(st, 200);
     let tmp = tempfile::tempdir().unwrap();
     common::generate(&tmp.path().join("data"), 1, 5_000);
     let o = runnel(
