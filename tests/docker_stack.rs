@@ -218,3 +218,37 @@ async fn every_datasource_and_dashboard_panel_refers_to_a_real_view_and_its_fiel
     }
     assert!(panels_checked >= views.len());
 }
+
+/// The original system's panels, by view and panel type: site visits by gender over time,
+/// average price by category, sentiment share (pie), engagement segmentation (bar), low stock
+/// per category (bar), and the per-customer interactions table.
+#[test]
+fn the_original_systems_panels_are_there() {
+    let dir = common::root().join("docker/grafana/dashboards");
+    let mut found: BTreeSet<(String, String)> = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for p in d["panels"].as_array().into_iter().flatten() {
+            let uid = p["datasource"]["uid"].as_str().unwrap_or_default();
+            let view = uid.trim_start_matches("es-").to_string();
+            found.insert((view, p["type"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+    for (view, kind) in [
+        ("customer_logins", "timeseries"),
+        ("category_prices", "barchart"),
+        ("review_sentiment", "piechart"),
+        ("retention_segments", "barchart"),
+        ("low_stock", "barchart"),
+        ("customer_interactions", "table"),
+    ] {
+        assert!(
+            found.contains(&(view.to_string(), kind.to_string())),
+            "no {kind} panel for {view}"
+        );
+    }
+}
