@@ -125,6 +125,44 @@ pub struct StreamDecoder {
 /// The largest record accepted; anything bigger is set aside without parsing.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
+/// The deepest nesting of arrays and objects accepted. Stream schemas are flat; deeper input
+/// is set aside before the JSON parser sees it (deep enough nesting overflows its stack).
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `data` nests arrays/objects deeper than [`MAX_DEPTH`] (outside strings).
+fn too_deep(data: &[u8]) -> bool {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in data {
+        if b == b'\n' {
+            // A new record starts at depth 0 whatever the last one left open.
+            (depth, in_str, esc) = (0, false, false);
+            continue;
+        }
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 impl StreamDecoder {
     pub fn new(schema: Arc<StreamSchema>) -> Result<Self> {
         let batch_size = 8192;
@@ -216,6 +254,9 @@ impl StreamDecoder {
     }
 
     fn fast_path(&mut self, data: &[u8], n: usize) -> Option<RecordBatch> {
+        if too_deep(data) {
+            return None;
+        }
         let mut off = 0;
         while off < data.len() {
             match self.decoder.decode(&data[off..]) {
@@ -280,6 +321,9 @@ impl StreamDecoder {
         }
         if std::str::from_utf8(rec).is_err() {
             return Err("record is not valid UTF-8".into());
+        }
+        if too_deep(rec) {
+            return Err(format!("JSON nested deeper than {MAX_DEPTH} levels"));
         }
         let k = self.decoder.decode(rec).map_err(|e| clean(e.to_string()))?;
         if k < rec.len() && !rec[k..].iter().all(|b| b.is_ascii_whitespace()) {
@@ -389,6 +433,22 @@ mod tests {
         );
         assert_eq!(reason(2), "empty record");
         assert!(reason(3).contains("customer_id"), "{}", reason(3));
+    }
+
+    #[test]
+    fn nesting_depth_is_bounded_per_record() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(too_deep(deep.as_bytes()));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(!too_deep(ok.as_bytes()));
+        // Brackets inside strings do not count, and each line starts afresh.
+        assert!(!too_deep(
+            format!("{{\"a\":\"{}\"}}", "[".repeat(500)).as_bytes()
+        ));
+        let open = "[".repeat(MAX_DEPTH);
+        assert!(!too_deep(
+            format!("{open}\n{open}\n\"unterminated\n{open}").as_bytes()
+        ));
     }
 
     #[test]
