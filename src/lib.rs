@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod kafka;
+pub mod metrics;
 pub mod oracle;
 pub mod pipeline;
 pub mod repl;

@@ -201,6 +201,10 @@ struct RunArgs {
     /// `--sink`, nothing is shipped while the prompt is open.
     #[arg(long)]
     repl: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /health
+    /// (e.g. 127.0.0.1:9464; port 0 picks one and prints it).
+    #[arg(long, env = "RUNNEL_METRICS")]
+    metrics: Option<String>,
     /// REPL: most recent events of each stream kept for queries.
     #[arg(long, default_value_t = 10_000)]
     repl_window: usize,
@@ -434,7 +438,26 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let summary = pipeline::run(&mut engine, source.as_mut(), &mut sinks, &opts, stop).await?;
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel(16);
+    let serving = match &a.metrics {
+        Some(addr) => {
+            let at = runnel::metrics::serve(addr, req_tx.clone()).await?;
+            eprintln!("metrics: http://{at}/metrics  health: http://{at}/health");
+            Some(&mut req_rx)
+        }
+        None => None,
+    };
+    let summary = pipeline::run_serving(
+        &mut engine,
+        source.as_mut(),
+        &mut sinks,
+        &opts,
+        stop,
+        serving,
+        false,
+    )
+    .await?;
+    drop(req_tx);
     eprintln!("{}", summary.line());
     for s in &sinks {
         if let Some(line) = s.summary() {
@@ -544,6 +567,7 @@ async fn run_with_repl(
         || (matches!(a.source, SourceSpec::Generator) && a.count.is_some() && a.rate.is_none())
         || a.until_drained;
     let (req_tx, mut req_rx) = tokio::sync::mpsc::channel(16);
+    let req_tx_metrics = a.metrics.as_ref().map(|_| req_tx.clone());
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     // Ctrl-C interrupts a push query (or the line being typed); it never stops the pipeline
     // while the prompt is open. In a script it ends the run.
@@ -602,6 +626,10 @@ async fn run_with_repl(
     let stop = async {
         let _ = done_rx.await;
     };
+    if let (Some(addr), Some(tx)) = (&a.metrics, req_tx_metrics) {
+        let at = runnel::metrics::serve(addr, tx).await?;
+        eprintln!("metrics: http://{at}/metrics  health: http://{at}/health");
+    }
     let summary = pipeline::run_serving(
         &mut engine,
         source.as_mut(),
@@ -609,6 +637,7 @@ async fn run_with_repl(
         &opts,
         stop,
         Some(&mut req_rx),
+        true,
     )
     .await?;
     drop(req_rx);

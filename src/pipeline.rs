@@ -148,11 +148,12 @@ pub async fn run(
     opts: &PipelineOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Summary> {
-    run_serving(engine, source, sinks, opts, stop, None).await
+    run_serving(engine, source, sinks, opts, stop, None, false).await
 }
 
-/// [`run`], also answering `requests` between rounds; with requests, a drained source keeps
-/// the pipeline serving them until `stop` resolves or the requester goes away.
+/// [`run`], also answering `requests` between rounds. With `serve_after_drain` (the REPL), a
+/// drained source keeps the pipeline answering until `stop` resolves or the requesters go
+/// away; otherwise the run ends with its input.
 pub async fn run_serving(
     engine: &mut Engine,
     source: &mut dyn Source,
@@ -160,6 +161,7 @@ pub async fn run_serving(
     opts: &PipelineOptions,
     stop: impl std::future::Future<Output = ()>,
     mut requests: Option<&mut mpsc::Receiver<Request>>,
+    serve_after_drain: bool,
 ) -> Result<Summary> {
     let mut decoders = engine
         .streams()
@@ -237,7 +239,7 @@ pub async fn run_serving(
     );
     flush_all(sinks, &mut dead).await?;
     source.commit().await?;
-    if drained && requests.is_some() {
+    if drained && serve_after_drain && requests.is_some() {
         // Input is over but the requester is still asking (a REPL over a replay).
         loop {
             tokio::select! {

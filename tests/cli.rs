@@ -311,3 +311,66 @@ fn a_config_file_supplies_options_below_flags() {
         "{text}"
     );
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_and_health_endpoints() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = runnel()
+        .args([
+            "run",
+            "--rate",
+            "2000",
+            "--metrics",
+            "127.0.0.1:0",
+            "--sink",
+        ])
+        .arg(format!("ndjson:{}", tmp.path().join("out").display()))
+        .arg("--dead-letters")
+        .arg(tmp.path().join("dl.ndjson"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("a metrics line").unwrap();
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let m = http_get(&addr, "/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(m.contains("# TYPE runnel_events_total counter"), "{m}");
+    let value = |prefix: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {m}"))
+    };
+    assert!(value("runnel_events_total{stream=\"transactions\"}") > 0.0);
+    assert!(value("runnel_view_rows{view=\"product_sales\"}") > 0.0);
+    assert!(value("runnel_view_busy_seconds_total{view=\"product_sales\"}") > 0.0);
+    assert_eq!(value("runnel_up"), 1.0);
+    let h = http_get(&addr, "/health");
+    assert!(
+        h.starts_with("HTTP/1.1 200") && h.contains("\"status\":\"ok\""),
+        "{h}"
+    );
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
