@@ -129,6 +129,24 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// is set aside before the JSON parser sees it (deep enough nesting overflows its stack).
 pub const MAX_DEPTH: usize = 64;
 
+/// Whether any record of a batch nests deeper than [`MAX_DEPTH`]. Nesting can be no deeper
+/// than a record's count of `{` and `[`, found with a vectorised search, so only records with
+/// more than `MAX_DEPTH` of them (none, for well-formed flat events) are scanned byte by byte.
+fn any_too_deep(data: &[u8], ends: &[usize]) -> bool {
+    let (mut rec, mut start, mut count) = (0usize, 0usize, 0usize);
+    for pos in memchr::memchr2_iter(b'{', b'[', data) {
+        while rec < ends.len() && pos >= ends[rec] {
+            if count > MAX_DEPTH && too_deep(&data[start..ends[rec]]) {
+                return true;
+            }
+            (start, count) = (ends[rec], 0);
+            rec += 1;
+        }
+        count += 1;
+    }
+    count > MAX_DEPTH && too_deep(&data[start..])
+}
+
 /// Whether `data` nests arrays/objects deeper than [`MAX_DEPTH`] (outside strings).
 fn too_deep(data: &[u8]) -> bool {
     let (mut depth, mut in_str, mut esc) = (0usize, false, false);
@@ -201,7 +219,7 @@ impl StreamDecoder {
             self.decoder = build(&self.schema.payload, self.batch_size)?;
         }
         if raw.data.len() <= n.saturating_mul(MAX_RECORD_BYTES) {
-            if let Some(batch) = self.fast_path(&raw.data, n) {
+            if let Some(batch) = self.fast_path(raw) {
                 return Ok(Decoded {
                     batch: self.with_metadata(batch, &raw.origin, None)?,
                     rejected: Vec::new(),
@@ -253,8 +271,9 @@ impl StreamDecoder {
         Ok(RecordBatch::try_new(self.schema.arrow.clone(), cols)?)
     }
 
-    fn fast_path(&mut self, data: &[u8], n: usize) -> Option<RecordBatch> {
-        if too_deep(data) {
+    fn fast_path(&mut self, raw: &RawBatch) -> Option<RecordBatch> {
+        let (data, n) = (&raw.data[..], raw.len());
+        if any_too_deep(data, &raw.ends) {
             return None;
         }
         let mut off = 0;
@@ -433,6 +452,20 @@ mod tests {
         );
         assert_eq!(reason(2), "empty record");
         assert!(reason(3).contains("customer_id"), "{}", reason(3));
+    }
+
+    #[test]
+    fn deep_records_are_found_among_flat_ones() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let flat = "{\"a\":[1,2]}";
+        let raw = batch(&[flat, flat, &deep, flat]);
+        assert!(any_too_deep(&raw.data, &raw.ends));
+        let raw = batch(&[flat, flat, flat]);
+        assert!(!any_too_deep(&raw.data, &raw.ends));
+        // Many brackets spread over records are not nesting.
+        let many = vec![flat; 200];
+        let raw = batch(&many);
+        assert!(!any_too_deep(&raw.data, &raw.ends));
     }
 
     #[test]
