@@ -27,12 +27,16 @@ pub async fn serve(addr: &str, requests: mpsc::Sender<Request>) -> Result<std::n
             };
             let requests = requests.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match conn.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                let head = String::from_utf8_lossy(&buf[..n]);
+                // Read the request head whole (a client may send it in pieces).
+                let mut buf = Vec::with_capacity(1024);
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let status = ask(&requests).await;
                 let (code, ctype, body) = match (path, status) {
