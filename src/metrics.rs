@@ -147,50 +147,38 @@ pub fn prometheus(s: &Status) -> String {
         "Events per second over the last flush interval.",
     );
     let _ = writeln!(o, "runnel_events_per_second {:.1}", s.rate);
-    family(
-        &mut o,
-        "runnel_view_rows",
-        "gauge",
-        "Rows in a view's current result.",
-    );
-    for v in &s.views {
-        let _ = writeln!(o, "runnel_view_rows{{view=\"{}\"}} {}", v.name, v.rows);
-    }
-    family(
-        &mut o,
-        "runnel_view_groups",
-        "gauge",
-        "Live groups in a view's state.",
-    );
-    for v in &s.views {
-        let _ = writeln!(o, "runnel_view_groups{{view=\"{}\"}} {}", v.name, v.groups);
-    }
-    family(
-        &mut o,
-        "runnel_view_state_bytes",
-        "gauge",
-        "Approximate bytes of a view's aggregate state.",
-    );
-    for v in &s.views {
-        let _ = writeln!(
-            o,
-            "runnel_view_state_bytes{{view=\"{}\"}} {}",
-            v.name, v.state_bytes
-        );
-    }
-    family(
-        &mut o,
-        "runnel_view_busy_seconds_total",
-        "counter",
-        "Time spent updating a view.",
-    );
-    for v in &s.views {
-        let _ = writeln!(
-            o,
-            "runnel_view_busy_seconds_total{{view=\"{}\"}} {:.6}",
-            v.name,
-            v.busy.as_secs_f64()
-        );
+    type PerView = fn(&crate::engine::ViewStats) -> String;
+    let per_view: [(&str, &str, &str, PerView); 4] = [
+        (
+            "runnel_view_rows",
+            "gauge",
+            "Rows in a view's current result.",
+            |v| v.rows.to_string(),
+        ),
+        (
+            "runnel_view_groups",
+            "gauge",
+            "Live groups in a view's state.",
+            |v| v.groups.to_string(),
+        ),
+        (
+            "runnel_view_state_bytes",
+            "gauge",
+            "Approximate bytes of a view's aggregate state.",
+            |v| v.state_bytes.to_string(),
+        ),
+        (
+            "runnel_view_busy_seconds_total",
+            "counter",
+            "Time spent updating a view.",
+            |v| format!("{:.6}", v.busy.as_secs_f64()),
+        ),
+    ];
+    for (name, kind, help, value) in per_view {
+        family(&mut o, name, kind, help);
+        for v in &s.views {
+            let _ = writeln!(o, "{name}{{view=\"{}\"}} {}", v.name, value(v));
+        }
     }
     family(&mut o, "runnel_up", "gauge", "1 while the pipeline runs.");
     let _ = writeln!(o, "runnel_up {}", if s.drained { 0 } else { 1 });

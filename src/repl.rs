@@ -25,7 +25,7 @@ use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{session, NamedTable, ViewDef, ViewInfo};
+use crate::engine::{session, NamedTable, TableKind, ViewDef, ViewInfo};
 use crate::error::{Error, Result};
 use crate::pipeline::{Request, Status};
 
@@ -125,10 +125,10 @@ impl Repl {
         let ctx = session();
         let state = ctx.state();
         let mut n = Names::default();
-        for (name, schema, _) in &tables {
-            n.tables.insert(name.clone());
+        for t in &tables {
+            n.tables.insert(t.name.clone());
             n.columns
-                .extend(schema.fields().iter().map(|f| f.name().clone()));
+                .extend(t.schema.fields().iter().map(|f| f.name().clone()));
         }
         n.functions.extend(state.scalar_functions().keys().cloned());
         n.functions
@@ -168,9 +168,9 @@ impl Repl {
         let started = Instant::now();
         let tables = self.tables().map_err(|e| e.to_string())?;
         let ctx = session();
-        for (name, schema, batches) in tables {
-            let t = MemTable::try_new(schema, vec![batches]).map_err(|e| e.to_string())?;
-            ctx.register_table(name.as_str(), Arc::new(t))
+        for t in tables {
+            let mem = MemTable::try_new(t.schema, vec![t.batches]).map_err(|e| e.to_string())?;
+            ctx.register_table(t.name.as_str(), Arc::new(mem))
                 .map_err(|e| e.to_string())?;
         }
         let batches = self
@@ -311,32 +311,30 @@ impl Repl {
 
     fn list(&self) -> std::result::Result<String, String> {
         let tables = self.tables().map_err(|e| e.to_string())?;
-        let status = self.status().map_err(|e| e.to_string())?;
         let mut rows = vec![vec!["name".to_string(), "kind".into(), "rows now".into()]];
-        for (name, _, batches) in &tables {
-            let kind = if self.temporary.iter().any(|(n, _)| n == name) {
-                "temporary view"
-            } else if status.views.iter().any(|v| &v.name == name) {
-                "view"
-            } else if name == "customers" || name == "products" || batches.len() == 1 {
-                "table (current row per key)"
-            } else {
-                "stream (recent events)"
+        for t in &tables {
+            let kind = match t.kind {
+                TableKind::View if self.temporary.iter().any(|(n, _)| *n == t.name) => {
+                    "temporary view"
+                }
+                TableKind::View => "view",
+                TableKind::Table => "table (current row per key)",
+                TableKind::Stream => "stream (recent events)",
             };
-            let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-            rows.push(vec![name.clone(), kind.into(), n.to_string()]);
+            let n: usize = t.batches.iter().map(|b| b.num_rows()).sum();
+            rows.push(vec![t.name.clone(), kind.into(), n.to_string()]);
         }
         Ok(text_table(&rows))
     }
 
     fn describe(&self, name: &str) -> std::result::Result<String, String> {
         let tables = self.tables().map_err(|e| e.to_string())?;
-        let (_, schema, _) = tables
+        let table = tables
             .iter()
-            .find(|(n, _, _)| n == name)
+            .find(|t| t.name == name)
             .ok_or_else(|| format!("no table or view named `{name}` (\\d lists them)"))?;
         let mut rows = vec![vec!["column".to_string(), "type".into(), "null".into()]];
-        for f in schema.fields() {
+        for f in table.schema.fields() {
             rows.push(vec![
                 f.name().clone(),
                 f.data_type().to_string(),

@@ -666,6 +666,10 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
             &format!("files:{}", data.display()),
             "--sink",
             &format!("elasticsearch:{}", proxy.addr),
+            "--es-batch-docs",
+            "50",
+            "--es-batch-bytes",
+            "20000",
             "--dead-letters",
             tmp.path().join("dl.ndjson").to_str().unwrap(),
         ],
@@ -685,6 +689,28 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
         );
     }
     assert!(!err.contains("VnVhQ2ZH"));
+    // Bulk requests stay within the document and byte bounds.
+    let (indexed, deleted, _, _) = sink_counts(&err);
+    let bulks: Vec<usize> = heads
+        .iter()
+        .filter(|h| h.contains("/_bulk"))
+        .map(|h| {
+            h.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length")
+        })
+        .collect();
+    assert!(
+        bulks.len() as u64 >= (indexed + deleted).div_ceil(50),
+        "{} bulk requests for {} operations",
+        bulks.len(),
+        indexed + deleted
+    );
+    assert!(bulks.iter().all(|&n| n <= 20_000 + 1024), "{bulks:?}");
 }
 
 /// A TLS endpoint in front of the real server, with a certificate from a private CA.

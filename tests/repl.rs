@@ -204,4 +204,18 @@ fn statements_from_c_and_from_stdin_run_over_a_drained_replay() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("No field named nope"));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(r#"{"n":"#), "{out}");
+    // EXPLAIN shows DataFusion's plans.
+    let mut cmd = Command::new(BIN);
+    base(&mut cmd);
+    let o = cmd
+        .arg("-c")
+        .arg("EXPLAIN SELECT count(*) FROM transactions;")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.contains("logical_plan") && out.contains("physical_plan"),
+        "{out}"
+    );
 }

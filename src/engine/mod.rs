@@ -198,8 +198,25 @@ pub struct ViewStats {
     pub busy: Duration,
 }
 
-/// A named table's schema and rows, as ad-hoc queries see it.
-pub type NamedTable = (String, SchemaRef, Vec<RecordBatch>);
+/// What a table in an ad-hoc query is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// An event stream's most recent events.
+    Stream,
+    /// A keyed table's current row per key.
+    Table,
+    /// A view's current result.
+    View,
+}
+
+/// A named table's kind, schema and rows, as ad-hoc queries see it.
+#[derive(Debug, Clone)]
+pub struct NamedTable {
+    pub name: String,
+    pub kind: TableKind,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
 
 /// Rows kept per append-only view for display.
 const RECENT_ROWS: usize = 1000;
@@ -440,16 +457,29 @@ impl Engine {
     pub fn tables(&mut self) -> Result<Vec<NamedTable>> {
         let mut out = Vec::new();
         for (i, s) in self.streams.streams.iter().enumerate() {
-            let batches = match &self.keyed[i] {
-                Some(k) => vec![k.rows().clone()],
-                None => self.recent_events[i].iter().cloned().collect(),
+            let (kind, batches) = match &self.keyed[i] {
+                Some(k) => (TableKind::Table, vec![k.rows().clone()]),
+                None => (
+                    TableKind::Stream,
+                    self.recent_events[i].iter().cloned().collect(),
+                ),
             };
-            out.push((s.name.clone(), s.arrow.clone(), batches));
+            out.push(NamedTable {
+                name: s.name.clone(),
+                kind,
+                schema: s.arrow.clone(),
+                batches,
+            });
         }
         let names: Vec<String> = self.views().map(|v| v.name.clone()).collect();
         for name in names {
             if let Some(b) = self.snapshot(&name)? {
-                out.push((name, b.schema(), vec![b]));
+                out.push(NamedTable {
+                    name,
+                    kind: TableKind::View,
+                    schema: b.schema(),
+                    batches: vec![b],
+                });
             }
         }
         Ok(out)

@@ -13,7 +13,7 @@
 //!   (mapping errors) go to the dead-letter file with the server's reason. `flush` returns only
 //!   when every document is accepted or dead-lettered: offsets are committed after that.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -114,9 +114,14 @@ struct Pending {
     op: Op,
 }
 
-/// What happened to a bulk batch.
-struct Outcome {
-    rejected: Vec<(String, String, String, String)>,
+/// A document the cluster refused for good.
+struct Rejection {
+    view: String,
+    index: String,
+    id: String,
+    reason: String,
+    /// The document's JSON (empty for a delete).
+    doc: String,
 }
 
 pub struct ElasticsearchSink {
@@ -124,7 +129,7 @@ pub struct ElasticsearchSink {
     client: Elasticsearch,
     opts: EsOptions,
     /// Index -> created/checked.
-    ready: HashMap<String, ()>,
+    ready: HashSet<String>,
     /// (index, id) -> latest operation.
     pending: BTreeMap<(String, String), Pending>,
     pending_bytes: usize,
@@ -178,7 +183,7 @@ impl ElasticsearchSink {
             name,
             client: Elasticsearch::new(transport),
             opts,
-            ready: HashMap::new(),
+            ready: Default::default(),
             pending: BTreeMap::new(),
             pending_bytes: 0,
             rejected: 0,
@@ -197,7 +202,7 @@ impl ElasticsearchSink {
 
     /// Creates the view's index with its mapping, or checks an existing one agrees.
     async fn ensure_index(&mut self, view: &ViewInfo) -> Result<()> {
-        if self.ready.contains_key(&view.index) {
+        if self.ready.contains(&view.index) {
             return Ok(());
         }
         let mapping = mapping_for(&view.schema, &view.text_fields);
@@ -245,7 +250,7 @@ impl ElasticsearchSink {
             }
         }
         tracing::info!(index = %view.index, view = %view.name, "index ready");
-        self.ready.insert(view.index.clone(), ());
+        self.ready.insert(view.index.clone());
         Ok(())
     }
 
@@ -344,14 +349,14 @@ impl ElasticsearchSink {
             batches.push(cur);
         }
         let this = &*self;
-        let outcomes: Vec<Result<Outcome>> = futures::stream::iter(batches)
+        let outcomes: Vec<Result<Vec<Rejection>>> = futures::stream::iter(batches)
             .map(|b| this.send_batch(b))
             .buffer_unordered(self.opts.max_in_flight.max(1))
             .collect()
             .await;
         let mut rejected = Vec::new();
         for o in outcomes {
-            rejected.extend(o?.rejected);
+            rejected.extend(o?);
         }
         if !rejected.is_empty() {
             self.dead_letter(&rejected)?;
@@ -360,10 +365,11 @@ impl ElasticsearchSink {
     }
 
     /// One bulk request, with item-level retries.
-    async fn send_batch(&self, mut batch: Vec<((String, String), Pending)>) -> Result<Outcome> {
-        let mut outcome = Outcome {
-            rejected: Vec::new(),
-        };
+    async fn send_batch(
+        &self,
+        mut batch: Vec<((String, String), Pending)>,
+    ) -> Result<Vec<Rejection>> {
+        let mut rejected = Vec::new();
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
         while !batch.is_empty() {
@@ -443,9 +449,13 @@ impl ElasticsearchSink {
                                 Op::Index(d) => d,
                                 Op::Delete => String::new(),
                             };
-                            outcome
-                                .rejected
-                                .push((p.view, key.0, key.1, reason + "\n" + &doc));
+                            rejected.push(Rejection {
+                                view: p.view,
+                                index: key.0,
+                                id: key.1,
+                                reason,
+                                doc,
+                            });
                         }
                         batch = retry;
                         if batch.is_empty() {
@@ -458,10 +468,10 @@ impl ElasticsearchSink {
             attempt += 1;
             self.backoff(attempt, started, &problem, "bulk").await?;
         }
-        Ok(outcome)
+        Ok(rejected)
     }
 
-    fn dead_letter(&mut self, rejected: &[(String, String, String, String)]) -> Result<()> {
+    fn dead_letter(&mut self, rejected: &[Rejection]) -> Result<()> {
         let path = &self.opts.dead_letters;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -471,8 +481,14 @@ impl ElasticsearchSink {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        for (view, index, id, reason_doc) in rejected {
-            let (reason, doc) = reason_doc.split_once('\n').unwrap_or((reason_doc, ""));
+        for Rejection {
+            view,
+            index,
+            id,
+            reason,
+            doc,
+        } in rejected
+        {
             tracing::warn!(sink = %self.name, %view, %index, %id, %reason, "document rejected");
             let payload: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
             let line = json!({
