@@ -204,6 +204,19 @@ fn statements_from_c_and_from_stdin_run_over_a_drained_replay() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("No field named nope"));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(r#"{"n":"#), "{out}");
+    // The stream window is bounded by --repl-window; \sql and \? answer.
+    let mut cmd = Command::new(BIN);
+    base(&mut cmd);
+    let o = cmd
+        .args(["--repl-window", "100", "-c"])
+        .arg("\\format csv\nSELECT count(*) AS n FROM transactions;\n\\sql product_sales\n\\?")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(out.starts_with("n\n100\n"), "{out}");
+    assert!(out.contains("sum(quantity)"), "{out}");
+    assert!(out.contains("Statements end with"), "{out}");
     // EXPLAIN shows DataFusion's plans.
     let mut cmd = Command::new(BIN);
     base(&mut cmd);
