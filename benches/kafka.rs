@@ -52,6 +52,7 @@ fn start_instance(
             max_records: 8192,
             max_wait,
             until_end: false,
+            resume: Default::default(),
         },
         &streams,
     )

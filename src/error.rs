@@ -53,6 +53,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A checkpoint cannot be written, read or applied.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+
     /// Bad command-line or configuration value.
     #[error("{0}")]
     Config(String),

@@ -6,6 +6,7 @@
 //! [`pipeline`] wires them together; [`repl`] runs ad-hoc SQL over it; the CLI lives in
 //! `main.rs`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use runnel::checkpoint::{Checkpoints, Positions, Restored};
 use runnel::engine::{view_file, Engine, ViewDef};
 use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
 use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
@@ -211,6 +212,14 @@ struct RunArgs {
     /// REPL: history file (default ~/.runnel_history).
     #[arg(long, env = "RUNNEL_HISTORY")]
     history: Option<PathBuf>,
+    /// Keep checkpoints of all view state and source positions here; a restart resumes from
+    /// the latest one instead of replaying history (kafka: and files: sources). One
+    /// directory per runnel process.
+    #[arg(long, env = "RUNNEL_CHECKPOINT")]
+    checkpoint: Option<PathBuf>,
+    /// Seconds between checkpoints. Kafka offsets are committed with each checkpoint.
+    #[arg(long, default_value_t = 10.0)]
+    checkpoint_every: f64,
 }
 
 #[derive(Args)]
@@ -418,7 +427,9 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     init_logs(sinks_spec.contains(&SinkSpec::Console));
     let (streams, mut engine) = plan_views(&a.catalog).await?;
-    let mut source = build_source(&a, &streams)?;
+    let restored = restore(&a, &mut engine)?;
+    let resume = restored.as_ref().map(|r| &r.1.positions);
+    let mut source = build_source(&a, &streams, resume)?;
     let status = Arc::new(Mutex::new(String::from("runnel | starting")));
     let mut sinks = sink::build(
         &sinks_spec,
@@ -428,16 +439,17 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         },
         &a.es.options(&a.dead_letters)?,
     )?;
+    let checkpoints = resync(restored, &mut engine, &mut sinks).await?;
     let opts = PipelineOptions {
         flush_every: Duration::from_secs_f64(a.refresh.max(0.05)),
         dead_letters: a.dead_letters.clone(),
         status: Some(status),
+        checkpoints,
     };
     tracing::info!(views = engine.views().count(), "running");
-    // Ctrl-C stops cleanly (sinks flushed, offsets committed); a drained source ends the run.
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    // Ctrl-C or SIGTERM stops cleanly (sinks flushed, checkpoint written, offsets committed);
+    // a drained source ends the run.
+    let stop = shutdown_signal();
     let (req_tx, mut req_rx) = tokio::sync::mpsc::channel(16);
     let serving = match &a.metrics {
         Some(addr) => {
@@ -482,10 +494,84 @@ async fn plan_views(catalog: &Catalog) -> anyhow::Result<(Streams, Engine)> {
     Ok((streams, engine))
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `--checkpoint DIR`: opens the directory and loads its latest checkpoint into the engine.
+fn restore(a: &RunArgs, engine: &mut Engine) -> anyhow::Result<Option<(Checkpoints, Restored)>> {
+    let Some(dir) = &a.checkpoint else {
+        return Ok(None);
+    };
+    if matches!(a.source, SourceSpec::Generator) {
+        bail!("--checkpoint needs a source that can resume from a position: kafka:HOST:PORT or files:DIR");
+    }
+    let every = Duration::from_secs_f64(a.checkpoint_every.max(0.0));
+    let (cp, restored) = Checkpoints::open(dir, every)
+        .with_context(|| format!("opening checkpoint directory {}", dir.display()))?;
+    if let Some(state) = &restored.state {
+        engine.restore_state(state).with_context(|| {
+            format!(
+                "restoring {} (delete the directory to start over from the beginning of the input)",
+                dir.display()
+            )
+        })?;
+        let events: u64 = state.streams.iter().map(|s| s.events).sum();
+        eprintln!(
+            "resumed from checkpoint {} in {}: {events} events already processed",
+            restored.epoch,
+            dir.display()
+        );
+    }
+    Ok(Some((cp, restored)))
+}
+
+/// After a restore: sinks take back what they held and get the checkpoint's rows, plus a
+/// delete for every key handed to them after it that the checkpoint does not hold.
+async fn resync(
+    restored: Option<(Checkpoints, Restored)>,
+    engine: &mut Engine,
+    sinks: &mut [Box<dyn sink::Sink>],
+) -> anyhow::Result<Option<Mutex<Checkpoints>>> {
+    let Some((cp, restored)) = restored else {
+        return Ok(None);
+    };
+    if restored.state.is_some() || restored.journaled_keys() > 0 {
+        let views: Vec<Arc<runnel::engine::ViewInfo>> = engine.views().cloned().collect();
+        for s in sinks.iter_mut() {
+            s.resume(&views)?;
+        }
+        let outputs = restored.resync(engine)?;
+        tracing::info!(
+            journaled = restored.journaled_keys(),
+            "sinks brought back to the checkpoint"
+        );
+        for s in sinks.iter_mut() {
+            s.write(&outputs).await?;
+            s.flush().await?;
+        }
+    }
+    Ok(Some(Mutex::new(cp)))
+}
+
 fn build_source(
     a: &RunArgs,
     streams: &runnel::schema::Streams,
+    resume: Option<&Positions>,
 ) -> anyhow::Result<Box<dyn source::Source>> {
+    let resume = resume.cloned().unwrap_or_default();
     Ok(match &a.source {
         SourceSpec::Generator => {
             let (clock, rate) = match (a.rate, a.count) {
@@ -507,7 +593,9 @@ fn build_source(
                 a.count,
             )?)
         }
-        SourceSpec::Files(dir) => Box::new(FileSource::open(dir, streams, a.batch_size)?),
+        SourceSpec::Files(dir) => {
+            Box::new(FileSource::open_at(dir, streams, a.batch_size, &resume)?)
+        }
         SourceSpec::Kafka(hosts) => Box::new(KafkaSource::start(
             KafkaSourceConfig {
                 bootstrap: hosts.clone(),
@@ -516,6 +604,7 @@ fn build_source(
                 max_records: a.batch_size,
                 max_wait: Duration::from_millis(a.max_wait_ms),
                 until_end: a.until_drained,
+                resume,
             },
             streams,
         )?),
@@ -532,7 +621,9 @@ async fn run_with_repl(
     init_logs(true);
     let (streams, mut engine) = plan_views(&a.catalog).await?;
     engine.keep_recent_events(a.repl_window);
-    let mut source = build_source(&a, &streams)?;
+    let restored = restore(&a, &mut engine)?;
+    let resume = restored.as_ref().map(|r| &r.1.positions);
+    let mut source = build_source(&a, &streams, resume)?;
     let specs: Vec<SinkSpec> = a
         .sinks
         .iter()
@@ -547,10 +638,12 @@ async fn run_with_repl(
         },
         &a.es.options(&a.dead_letters)?,
     )?;
+    let checkpoints = resync(restored, &mut engine, &mut sinks).await?;
     let opts = PipelineOptions {
         flush_every: Duration::from_secs_f64(a.refresh.max(0.05)),
         dead_letters: a.dead_letters.clone(),
         status: None,
+        checkpoints,
     };
     let script = match command {
         Some(c) => Some(c),

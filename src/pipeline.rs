@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::Checkpoints;
 use crate::deadletter::DeadLetters;
 use crate::decode::StreamDecoder;
 use crate::engine::{Engine, NamedTable, StreamStats, ViewDef, ViewInfo, ViewStats};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::source::Source;
 
@@ -20,6 +21,9 @@ pub struct PipelineOptions {
     pub dead_letters: std::path::PathBuf,
     /// Updated with a one-line summary on every flush (shown by the console sink).
     pub status: Option<Arc<Mutex<String>>>,
+    /// Periodic checkpoints (`--checkpoint DIR`). With them, the source is committed only
+    /// when a checkpoint holding its positions is on disk.
+    pub checkpoints: Option<Mutex<Checkpoints>>,
 }
 
 /// Totals of one run.
@@ -195,7 +199,7 @@ pub async fn run_serving(
             }
             r = source.next() => r?,
             _ = tokio::time::sleep_until(flush_due) => {
-                progress.flush(opts, &mut summary, &mut dead, sinks, source).await?;
+                progress.flush(engine, opts, &mut summary, &mut dead, sinks, source).await?;
                 continue;
             }
         };
@@ -217,16 +221,16 @@ pub async fn run_serving(
             let name = engine.streams().streams[*s].name.clone();
             dead.late(&name, engine.watermark(*s), rows)?;
         }
-        ship(sinks, out.outputs, &temporary).await?;
+        ship(sinks, out.outputs, &temporary, opts).await?;
         if progress.last_flush.elapsed() >= opts.flush_every {
             progress
-                .flush(opts, &mut summary, &mut dead, sinks, source)
+                .flush(engine, opts, &mut summary, &mut dead, sinks, source)
                 .await?;
         }
     }
     if drained {
         let out = engine.finish().await?;
-        ship(sinks, out.outputs, &temporary).await?;
+        ship(sinks, out.outputs, &temporary, opts).await?;
     }
     summary.elapsed = started.elapsed();
     summary.malformed = dead.malformed;
@@ -238,6 +242,8 @@ pub async fn run_serving(
         started,
     );
     flush_all(sinks, &mut dead).await?;
+    // A clean stop (end of input, Ctrl-C, SIGTERM) leaves a checkpoint of everything done.
+    checkpoint(engine, source, opts, true)?;
     source.commit().await?;
     if drained && serve_after_drain && requests.is_some() {
         // Input is over but the requester is still asking (a REPL over a replay).
@@ -257,14 +263,53 @@ pub async fn run_serving(
     Ok(summary)
 }
 
-/// Changes to the sinks, leaving out temporary (REPL) views.
-async fn ship(
+/// Writes a checkpoint if one is due (or `force`), after the sinks have flushed. Returns
+/// whether the source may be committed now.
+fn checkpoint(
+    engine: &mut Engine,
+    source: &dyn Source,
+    opts: &PipelineOptions,
+    force: bool,
+) -> Result<bool> {
+    let Some(cp) = &opts.checkpoints else {
+        return Ok(true);
+    };
+    let mut cp = cp
+        .lock()
+        .map_err(|_| Error::Checkpoint("checkpoint writer poisoned".into()))?;
+    if !force && !cp.due() {
+        return Ok(false);
+    }
+    let positions = source.positions().ok_or_else(|| {
+        Error::Checkpoint("this source cannot resume from a position (use kafka: or files:)".into())
+    })?;
+    let t = Instant::now();
+    let state = engine.save_state()?;
+    cp.write(&state, &positions)?;
+    tracing::info!(
+        epoch = cp.epoch(),
+        bytes = cp.last_bytes,
+        ms = t.elapsed().as_millis() as u64,
+        "checkpoint"
+    );
+    Ok(true)
+}
+
+/// Changes to the sinks, leaving out temporary (REPL) views; journaled first when
+/// checkpointing (see [`crate::checkpoint`]).
+pub async fn ship(
     sinks: &mut [Box<dyn Sink>],
     mut outputs: Vec<crate::engine::ViewOutput>,
     temporary: &std::collections::HashSet<String>,
+    opts: &PipelineOptions,
 ) -> Result<()> {
     if !temporary.is_empty() {
         outputs.retain(|o| !temporary.contains(&o.view.name));
+    }
+    if let (Some(cp), false) = (&opts.checkpoints, outputs.is_empty()) {
+        cp.lock()
+            .map_err(|_| Error::Checkpoint("checkpoint writer poisoned".into()))?
+            .journal(&outputs)?;
     }
     if !outputs.is_empty() {
         for sink in sinks.iter_mut() {
@@ -283,10 +328,12 @@ struct Progress {
 }
 
 impl Progress {
-    /// Flushes dead letters and sinks, then commits the source (offsets never run ahead of
-    /// what the sinks hold), and refreshes the rate and the status line.
+    /// Flushes dead letters and sinks, writes a checkpoint when one is due, then commits the
+    /// source (offsets never run ahead of what the sinks hold, nor of the last checkpoint),
+    /// and refreshes the rate and the status line.
     async fn flush(
         &mut self,
+        engine: &mut Engine,
         opts: &PipelineOptions,
         summary: &mut Summary,
         dead: &mut DeadLetters,
@@ -301,7 +348,10 @@ impl Progress {
         summary.late = dead.late;
         update_status(opts, summary, self.rate, self.started);
         flush_all(sinks, dead).await?;
-        source.commit().await
+        if checkpoint(engine, source, opts, false)? {
+            source.commit().await?;
+        }
+        Ok(())
     }
 }
 

@@ -42,6 +42,7 @@ async fn consume(
             max_records: 5000,
             max_wait: Duration::from_millis(50),
             until_end: true,
+            resume: Default::default(),
         },
         &streams(),
     )
@@ -145,6 +146,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
                 max_records: 2000,
                 max_wait: Duration::from_millis(50),
                 until_end: false,
+                resume: Default::default(),
             },
             &streams(),
         )
@@ -162,6 +164,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
                 flush_every: Duration::from_millis(100),
                 dead_letters: out.join("dead_letters.ndjson"),
                 status: None,
+                checkpoints: None,
             };
             pipeline::run(&mut engine, &mut source, &mut sinks, &opts, async {
                 let _ = rx.await;
@@ -276,6 +279,7 @@ fn unreachable_broker_is_a_clear_error() {
             max_records: 10,
             max_wait: Duration::from_millis(10),
             until_end: true,
+            resume: Default::default(),
         },
         &streams,
     )

@@ -231,6 +231,80 @@ impl GroupState {
         out
     }
 
+    /// Every live group's partial state, in the shape [`GroupState::merge`] takes (group
+    /// columns, then each aggregate's state columns, typed as `schema`, the partial plan's
+    /// output). Reading an accumulator's state may consume it (count DISTINCT hands over its
+    /// set), so the groups are rebuilt from the batch returned: afterwards the state is the
+    /// same as before, as a restore from the batch would make it.
+    pub fn take_state(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| self.slots[s].is_some())
+            .collect();
+        if live.is_empty() {
+            return Ok(RecordBatch::new_empty(schema.clone()));
+        }
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        if self.num_group_cols > 0 {
+            let parser = self.converter.parser();
+            let rows: Vec<_> = live
+                .iter()
+                .filter_map(|&s| self.slots[s].as_ref())
+                .map(|st| parser.parse(&st.key))
+                .collect();
+            cols.extend(self.converter.convert_rows(rows)?);
+        }
+        for (j, &w) in self.state_widths.iter().enumerate() {
+            let mut per_col: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); w];
+            for &s in &live {
+                if let Some(st) = self.slots[s].as_mut() {
+                    for (c, v) in st.accs[j].state()?.into_iter().enumerate().take(w) {
+                        per_col[c].push(v);
+                    }
+                }
+            }
+            cols.extend(
+                per_col
+                    .into_iter()
+                    .map(ScalarValue::iter_to_array)
+                    .collect::<datafusion::error::Result<Vec<_>>>()?,
+            );
+        }
+        let cols = cols
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    arrow::compute::cast(&c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(live.len()));
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            )),
+            cols,
+            &opts,
+        )?;
+        self.clear();
+        self.merge(&batch, &mut Vec::new())?;
+        Ok(batch)
+    }
+
+    /// Forgets every group.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.by_end.clear();
+    }
+
     /// Drops the state of the given groups.
     pub fn evict(&mut self, slots: &[usize]) {
         for &s in slots {

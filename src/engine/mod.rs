@@ -17,6 +17,7 @@ pub mod keyed;
 pub mod live;
 mod plan;
 pub mod result;
+pub mod state;
 pub mod view_file;
 
 use std::collections::{HashMap, HashSet, VecDeque};

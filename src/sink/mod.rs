@@ -23,6 +23,11 @@ pub trait Sink: Send {
     async fn write(&mut self, outputs: &[ViewOutput]) -> Result<()>;
     /// Makes everything written so far durable/visible.
     async fn flush(&mut self) -> Result<()>;
+    /// A run resumes from a checkpoint: take back what this sink already delivered before,
+    /// so that the restored changes apply on top of it (a file sink re-reads its files).
+    fn resume(&mut self, _views: &[Arc<ViewInfo>]) -> Result<()> {
+        Ok(())
+    }
     /// A one-line account of what the sink did, printed when the run ends.
     fn summary(&self) -> Option<String> {
         None
@@ -143,6 +148,16 @@ impl Materialized {
             }
         }
         Ok(())
+    }
+
+    /// Sets a view's rows (as a sink delivered them before), replacing what it held.
+    pub fn load(&mut self, info: &Arc<ViewInfo>, rows: Vec<Map<String, Value>>) {
+        if info.key_cols.is_empty() && info.mode == crate::engine::OutputMode::Append {
+            self.appended.insert(info.name.clone(), rows);
+            return;
+        }
+        let keyed = rows.into_iter().map(|r| (row_key(info, &r), r)).collect();
+        self.views.insert(info.name.clone(), (info.clone(), keyed));
     }
 
     /// Rows of a view (keyed views sorted by key).

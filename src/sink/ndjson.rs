@@ -33,6 +33,28 @@ impl Sink for NdjsonSink {
         "ndjson"
     }
 
+    fn resume(&mut self, views: &[std::sync::Arc<crate::engine::ViewInfo>]) -> Result<()> {
+        for info in views {
+            let path = self.dir.join(format!("{}.ndjson", info.name));
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let rows = text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .enumerate()
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| Error::Sink {
+                        sink: "ndjson".into(),
+                        message: format!("{}:{}: {e}", path.display(), i + 1),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.state.load(info, rows);
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, outputs: &[ViewOutput]) -> Result<()> {
         for o in outputs {
             self.dirty.insert(o.view.name.clone());

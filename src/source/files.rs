@@ -17,12 +17,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Source;
+use crate::checkpoint::Positions;
 use crate::decode::{now_ms, Origin, RawBatch};
 use crate::error::{Error, Result};
 use crate::schema::Streams;
 
 struct OpenFile {
     stream: usize,
+    topic: String,
     name: Arc<str>,
     path: PathBuf,
     reader: BufReader<File>,
@@ -44,6 +46,16 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn open(dir: &Path, streams: &Streams, batch: usize) -> Result<Self> {
+        Self::open_at(dir, streams, batch, &Positions::new())
+    }
+
+    /// Opens the files past the lines a checkpoint has already read (`file:<topic>` -> lines).
+    pub fn open_at(
+        dir: &Path,
+        streams: &Streams,
+        batch: usize,
+        resume: &Positions,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Source {
                 source_name: format!("files:{}", dir.display()),
@@ -61,11 +73,29 @@ impl FileSource {
                 continue;
             }
             let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let mut reader = BufReader::with_capacity(1 << 20, f);
+            let skip = resume
+                .get(&format!("file:{}", s.topic))
+                .copied()
+                .unwrap_or(0)
+                .max(0) as u64;
+            let mut line = Vec::new();
+            for _ in 0..skip {
+                line.clear();
+                if reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| Error::io(&path, e))?
+                    == 0
+                {
+                    break;
+                }
+            }
             files.push(OpenFile {
                 stream: i,
+                topic: s.topic.clone(),
                 name: Arc::from(path.display().to_string()),
                 path,
-                reader: BufReader::with_capacity(1 << 20, f),
+                reader,
                 needle: format!("\"{}\":", s.event_time).into_bytes(),
                 lead_ms: if s.is_table() {
                     s.watermark_delay.as_millis() as i64
@@ -73,7 +103,7 @@ impl FileSource {
                     0
                 },
                 pending: VecDeque::new(),
-                next_line: 1,
+                next_line: skip + 1,
                 eof: false,
             });
         }
@@ -174,6 +204,15 @@ impl Source for FileSource {
             }
         }
         Ok(Some(out))
+    }
+
+    fn positions(&self) -> Option<Positions> {
+        Some(
+            self.files
+                .iter()
+                .map(|f| (format!("file:{}", f.topic), f.next_line as i64 - 1))
+                .collect(),
+        )
     }
 }
 

@@ -18,6 +18,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::Source;
+use crate::checkpoint::Positions;
 use crate::decode::{now_ms, Origin, RawBatch};
 use crate::error::{Error, Result};
 use crate::kafka::KafkaOptions;
@@ -35,6 +36,9 @@ pub struct KafkaSourceConfig {
     pub max_wait: Duration,
     /// Stop once every assigned partition has been read to its end (replay of a topic).
     pub until_end: bool,
+    /// Positions of a checkpoint (`topic/partition` -> next offset): earlier messages are
+    /// already in the restored state and are skipped.
+    pub resume: Positions,
 }
 
 fn err(m: impl Into<String>) -> Error {
@@ -51,6 +55,8 @@ pub struct KafkaSource {
     /// Next offset to commit per (topic, partition), from rounds handed out.
     handed_out: HashMap<(String, i32), i64>,
     committed: HashMap<(String, i32), i64>,
+    /// Next offset per partition ever handed out here (or restored), for checkpoints.
+    positions: Positions,
 }
 
 /// Reads which partitions an instance owns right now (for status and tests).
@@ -134,7 +140,17 @@ impl KafkaSource {
             .enumerate()
             .map(|(i, s)| (s.topic.clone(), i))
             .collect();
+        let positions = cfg.resume.clone();
+        let skip: HashMap<(String, i32), i64> = cfg
+            .resume
+            .iter()
+            .filter_map(|(k, &o)| {
+                let (t, p) = k.rsplit_once('/')?;
+                Some(((t.to_string(), p.parse().ok()?), o))
+            })
+            .collect();
         let poller = Poller {
+            skip,
             consumer: consumer.clone(),
             stream_of,
             cfg,
@@ -150,6 +166,7 @@ impl KafkaSource {
             stop,
             handed_out: HashMap::new(),
             committed: HashMap::new(),
+            positions,
         })
     }
 }
@@ -168,6 +185,8 @@ struct Pending {
 }
 
 struct Poller {
+    /// Per partition: offsets below this are in a restored checkpoint already.
+    skip: HashMap<(String, i32), i64>,
     consumer: Arc<BaseConsumer>,
     stream_of: HashMap<String, usize>,
     cfg: KafkaSourceConfig,
@@ -189,21 +208,27 @@ impl Poller {
                 Some(Ok(m)) => {
                     let topic = m.topic().to_string();
                     read.insert((topic.clone(), m.partition()), m.offset() + 1);
-                    let p = pending.entry(topic).or_insert_with(|| Pending {
-                        data: Vec::new(),
-                        ends: Vec::new(),
-                        offsets: Vec::new(),
-                        timestamps: Vec::new(),
-                    });
-                    p.data.extend_from_slice(m.payload().unwrap_or_default());
-                    p.data.push(b'\n');
-                    p.ends.push(p.data.len());
-                    p.offsets.push((m.partition(), m.offset()));
-                    p.timestamps.push(m.timestamp().to_millis());
-                    if count == 0 {
-                        started = Instant::now();
+                    let restored = self
+                        .skip
+                        .get(&(topic.clone(), m.partition()))
+                        .is_some_and(|&o| m.offset() < o);
+                    if !restored {
+                        let p = pending.entry(topic).or_insert_with(|| Pending {
+                            data: Vec::new(),
+                            ends: Vec::new(),
+                            offsets: Vec::new(),
+                            timestamps: Vec::new(),
+                        });
+                        p.data.extend_from_slice(m.payload().unwrap_or_default());
+                        p.data.push(b'\n');
+                        p.ends.push(p.data.len());
+                        p.offsets.push((m.partition(), m.offset()));
+                        p.timestamps.push(m.timestamp().to_millis());
+                        if count == 0 {
+                            started = Instant::now();
+                        }
+                        count += 1;
                     }
-                    count += 1;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka"),
                 None => {}
@@ -319,12 +344,18 @@ impl Source for KafkaSource {
                         for &(p, o) in offsets {
                             let e = self.handed_out.entry((topic.to_string(), p)).or_insert(0);
                             *e = (*e).max(o + 1);
+                            let e = self.positions.entry(format!("{topic}/{p}")).or_insert(0);
+                            *e = (*e).max(o + 1);
                         }
                     }
                 }
                 Ok(Some(round))
             }
         }
+    }
+
+    fn positions(&self) -> Option<Positions> {
+        Some(self.positions.clone())
     }
 
     async fn commit(&mut self) -> Result<()> {

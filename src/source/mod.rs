@@ -19,6 +19,11 @@ pub trait Source: Send {
     async fn commit(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Where the source is, just past the last round returned, for a checkpoint; `None` if
+    /// it cannot resume from a position (the generator).
+    fn positions(&self) -> Option<crate::checkpoint::Positions> {
+        None
+    }
 }
 
 /// Parses `--source` values.

@@ -122,6 +122,7 @@ pub async fn run_pipeline(
         flush_every: Duration::from_millis(200),
         dead_letters: out.join("dead_letters.ndjson"),
         status: None,
+        checkpoints: None,
     };
     let summary = pipeline::run(
         &mut engine,

@@ -1,0 +1,179 @@
+//! The engine's state as plain Arrow batches, for checkpoints: every keyed table's rows, every
+//! view's current result and its aggregate groups' partial state, and each stream's watermark
+//! and counters. Restoring it into an engine planned from the same views gives back the engine
+//! as it was; nothing that is derived (live tables, windows' index) is stored.
+
+use arrow::array::RecordBatch;
+
+use super::{Engine, ViewKind};
+use crate::error::{Error, Result};
+
+/// One stream's position in event time and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    pub name: String,
+    pub max_event_time: Option<i64>,
+    pub events: u64,
+    pub late: u64,
+    pub batches: u64,
+}
+
+/// One view's state (hidden halves of split views included).
+#[derive(Debug, Clone)]
+pub struct ViewState {
+    pub name: String,
+    /// The SQL the view was planned from: state only fits the same SQL.
+    pub sql: String,
+    /// Current result rows (views that keep one).
+    pub result: Option<RecordBatch>,
+    /// Aggregate views: group columns and accumulator state (see `GroupState::take_state`).
+    pub groups: Option<RecordBatch>,
+}
+
+/// Everything needed to continue where the engine was.
+#[derive(Debug, Clone, Default)]
+pub struct EngineState {
+    pub streams: Vec<StreamState>,
+    /// Keyed tables' rows, by stream name.
+    pub tables: Vec<(String, RecordBatch)>,
+    pub views: Vec<ViewState>,
+}
+
+impl Engine {
+    /// The engine's state now (between rounds). Cost: a copy of every view's rows and groups.
+    pub fn save_state(&mut self) -> Result<EngineState> {
+        let mut st = EngineState::default();
+        for (i, s) in self.streams.streams.iter().enumerate() {
+            st.streams.push(StreamState {
+                name: s.name.clone(),
+                max_event_time: self.max_event_time[i],
+                events: self.stats[i].events,
+                late: self.stats[i].late,
+                batches: self.stats[i].batches,
+            });
+            if let Some(k) = &self.keyed[i] {
+                st.tables.push((s.name.clone(), k.rows().clone()));
+            }
+        }
+        for v in &mut self.views {
+            let result = match v.result.as_mut() {
+                Some(r) => Some(r.snapshot()?),
+                None => None,
+            };
+            let groups = match &mut v.kind {
+                ViewKind::Aggregate(a) => {
+                    let schema = a.partial.schema();
+                    Some(a.groups.take_state(&schema)?)
+                }
+                _ => None,
+            };
+            st.views.push(ViewState {
+                name: v.info.name.clone(),
+                sql: v.info.sql.clone(),
+                result,
+                groups,
+            });
+        }
+        Ok(st)
+    }
+
+    /// Loads state saved by [`Engine::save_state`] into a freshly planned engine. The views
+    /// must be the ones the state was saved from (same names, same SQL); otherwise nothing is
+    /// loaded and the error names the first difference.
+    pub fn restore_state(&mut self, st: &EngineState) -> Result<()> {
+        let mismatch = |m: String| Error::Checkpoint(m);
+        let now: Vec<(&str, &str)> = self
+            .views
+            .iter()
+            .map(|v| (v.info.name.as_str(), v.info.sql.as_str()))
+            .collect();
+        for (name, sql) in &now {
+            match st.views.iter().find(|v| v.name == *name) {
+                None => {
+                    return Err(mismatch(format!(
+                        "view `{name}` is not in the checkpoint (it was added since)"
+                    )))
+                }
+                Some(v) if v.sql != *sql => {
+                    return Err(mismatch(format!(
+                        "view `{name}` has changed since the checkpoint was taken"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(v) = st
+            .views
+            .iter()
+            .find(|v| !now.iter().any(|(n, _)| *n == v.name))
+        {
+            return Err(mismatch(format!(
+                "the checkpoint holds view `{}`, which is no longer defined",
+                v.name
+            )));
+        }
+        for s in &st.streams {
+            let Some(i) = self.streams.streams.iter().position(|x| x.name == s.name) else {
+                return Err(mismatch(format!(
+                    "the checkpoint holds stream `{}`, which is no longer defined",
+                    s.name
+                )));
+            };
+            self.max_event_time[i] = s.max_event_time;
+            self.stats[i].events = s.events;
+            self.stats[i].late = s.late;
+            self.stats[i].batches = s.batches;
+        }
+        for (name, rows) in &st.tables {
+            let i = self.streams.streams.iter().position(|x| &x.name == name);
+            let Some(table) = i.and_then(|i| self.keyed[i].as_mut()) else {
+                return Err(mismatch(format!(
+                    "the checkpoint holds table `{name}`, which is not a keyed table now"
+                )));
+            };
+            table.upsert(rows)?;
+            if let Some(i) = i {
+                self.stream_tables[i].data().set(vec![table.rows().clone()]);
+            }
+        }
+        for v in &mut self.views {
+            let Some(saved) = st.views.iter().find(|s| s.name == v.info.name) else {
+                continue;
+            };
+            if let (Some(r), Some(rows)) = (v.result.as_mut(), &saved.result) {
+                r.upsert(rows)?;
+            }
+            if let (ViewKind::Aggregate(a), Some(groups)) = (&mut v.kind, &saved.groups) {
+                a.groups.clear();
+                a.groups.merge(groups, &mut Vec::new())?;
+            }
+            if v.read_by_views {
+                if let Some(r) = v.result.as_mut() {
+                    v.live.data().set(vec![r.snapshot()?]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every user-visible update-mode view's current rows: what a sink holds after it has
+    /// received every change so far (used to bring sinks back in line after a restore).
+    pub fn current_results(&mut self) -> Result<Vec<super::ViewOutput>> {
+        let mut out = Vec::new();
+        for v in &mut self.views {
+            if v.info.hidden || v.info.mode != super::OutputMode::Update {
+                continue;
+            }
+            if let Some(r) = v.result.as_mut() {
+                out.push(super::ViewOutput {
+                    view: v.info.clone(),
+                    changes: super::Changes {
+                        upserts: Some(r.snapshot()?),
+                        deletes: None,
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+}
