@@ -175,6 +175,8 @@ pub struct Checkpoints {
     journal: BufWriter<File>,
     /// Keys already in the current journal (each is written once per checkpoint interval).
     journaled: HashSet<(String, String)>,
+    /// Positions of the last checkpoint: an idle source writes no new ones.
+    last_positions: Option<Positions>,
     /// Bytes of the last checkpoint written (for status).
     pub last_bytes: u64,
     pub written: u64,
@@ -224,6 +226,7 @@ impl Checkpoints {
         };
         let jpath = journal_path(dir, epoch);
         let journal = read_journal(&jpath)?;
+        let restored_positions = latest.map(|_| positions.clone());
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -236,6 +239,7 @@ impl Checkpoints {
             last: Instant::now(),
             journal: BufWriter::new(file),
             journaled: HashSet::new(),
+            last_positions: restored_positions,
             last_bytes: 0,
             written: 0,
         };
@@ -250,9 +254,10 @@ impl Checkpoints {
         ))
     }
 
-    /// Whether the interval since the last checkpoint has passed.
-    pub fn due(&self) -> bool {
-        self.last.elapsed() >= self.every
+    /// Whether the interval since the last checkpoint has passed and the source has moved
+    /// since (an idle pipeline does not rewrite the same state).
+    pub fn due(&self, positions: &Positions) -> bool {
+        self.last.elapsed() >= self.every && self.last_positions.as_ref() != Some(positions)
     }
 
     pub fn epoch(&self) -> u64 {
@@ -365,6 +370,7 @@ impl Checkpoints {
         let file = File::create(&jpath).map_err(|e| Error::io(&jpath, e))?;
         self.journal = BufWriter::new(file);
         self.journaled.clear();
+        self.last_positions = Some(positions.clone());
         self.epoch = epoch;
         self.last = Instant::now();
         self.last_bytes = bytes;
@@ -494,4 +500,56 @@ fn read_journal(path: &Path) -> Result<BTreeMap<String, Vec<Map<String, Value>>>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_write_is_ignored_and_removed_and_a_torn_journal_line_ends_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cp, r) = Checkpoints::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(r.epoch, 0);
+        assert!(r.state.is_none());
+        let positions: Positions = [("transaction_data/0".to_string(), 42)].into();
+        cp.write(&EngineState::default(), &positions).unwrap();
+        assert_eq!(cp.epoch(), 1);
+        // A crash in the middle of writing checkpoint 2: a half-written temporary directory,
+        // and a journal whose last line was cut off.
+        let tmp = dir.path().join("ckpt-000000002.tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("manifest.json"), b"{\"format\": 1, \"ep").unwrap();
+        std::fs::write(
+            journal_path(dir.path(), 1),
+            b"{\"view\":\"v\",\"key\":{\"k\":1}}\n{\"view\":\"v\",\"key\":{\"k\":",
+        )
+        .unwrap();
+        drop(cp);
+        let (cp, r) = Checkpoints::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(r.epoch, 1);
+        assert_eq!(r.positions, positions);
+        assert!(r.state.is_some());
+        assert_eq!(r.journaled_keys(), 1);
+        assert!(!tmp.exists(), "the interrupted checkpoint is removed");
+        assert_eq!(cp.epoch(), 1);
+    }
+
+    #[test]
+    fn a_newer_checkpoint_replaces_the_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cp, _) = Checkpoints::open(dir.path(), Duration::ZERO).unwrap();
+        for i in 0..3 {
+            cp.write(&EngineState::default(), &[("f".to_string(), i)].into())
+                .unwrap();
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let (_, r) = Checkpoints::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(r.epoch, 3);
+        assert_eq!(r.positions["f"], 2);
+    }
 }

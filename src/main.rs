@@ -530,9 +530,10 @@ fn restore(a: &RunArgs, engine: &mut Engine) -> anyhow::Result<Option<(Checkpoin
         })?;
         let events: u64 = state.streams.iter().map(|s| s.events).sum();
         eprintln!(
-            "resumed from checkpoint {} in {}: {events} events already processed",
+            "resumed from checkpoint {} in {}: {events} events already processed; {} keys handed to sinks after it are set back",
             restored.epoch,
-            dir.display()
+            dir.display(),
+            restored.journaled_keys()
         );
     }
     Ok(Some((cp, restored)))

@@ -277,12 +277,12 @@ fn checkpoint(
     let mut cp = cp
         .lock()
         .map_err(|_| Error::Checkpoint("checkpoint writer poisoned".into()))?;
-    if !force && !cp.due() {
-        return Ok(false);
-    }
     let positions = source.positions().ok_or_else(|| {
         Error::Checkpoint("this source cannot resume from a position (use kafka: or files:)".into())
     })?;
+    if !force && !cp.due(&positions) {
+        return Ok(false);
+    }
     let t = Instant::now();
     let state = engine.save_state()?;
     cp.write(&state, &positions)?;

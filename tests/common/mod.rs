@@ -2,6 +2,8 @@
 //! oracle, and a tolerant comparison of results.
 #![allow(dead_code)]
 
+pub mod osmem;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
