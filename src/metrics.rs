@@ -76,6 +76,63 @@ pub async fn serve(addr: &str, requests: mpsc::Sender<Request>) -> Result<std::n
     Ok(local)
 }
 
+/// A latency histogram with Prometheus' cumulative buckets (seconds).
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// Bucket upper bounds in seconds: 1 ms to 30 s.
+pub const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; BUCKETS.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&mut self, secs: f64) {
+        let secs = secs.max(0.0);
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.counts[i] += 1;
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    fn write(&self, o: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cum += c;
+            let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
+        }
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(o, "{name}_sum{braces} {:.6}", self.sum);
+        let _ = writeln!(o, "{name}_count{braces} {}", self.count);
+    }
+}
+
 async fn ask(requests: &mpsc::Sender<Request>) -> Option<Status> {
     let (tx, rx) = oneshot::channel();
     requests.send(Request::Status(tx)).await.ok()?;
@@ -180,7 +237,129 @@ pub fn prometheus(s: &Status) -> String {
             let _ = writeln!(o, "{name}{{view=\"{}\"}} {}", v.name, value(v));
         }
     }
+    family(
+        &mut o,
+        "runnel_batch_seconds",
+        "histogram",
+        "Time to decode one round of micro-batches, update every view and hand the changes to the sinks.",
+    );
+    s.batch_latency.write(&mut o, "runnel_batch_seconds", "");
+    family(
+        &mut o,
+        "runnel_end_to_end_seconds",
+        "histogram",
+        "From an event's Kafka timestamp (or when it was read, for other sources) to the sinks acknowledging the results it changed; one observation per round, for its oldest event.",
+    );
+    s.end_to_end.write(&mut o, "runnel_end_to_end_seconds", "");
+    if let Some(lag) = s.consumer_lag {
+        family(
+            &mut o,
+            "runnel_consumer_lag_messages",
+            "gauge",
+            "Kafka messages behind the end of the assigned partitions.",
+        );
+        let _ = writeln!(o, "runnel_consumer_lag_messages {lag}");
+    }
+    for (name, kind, help, pick) in [
+        (
+            "runnel_sink_retries_total",
+            "counter",
+            "Requests or items a sink retried.",
+            0,
+        ),
+        (
+            "runnel_sink_rejected_total",
+            "counter",
+            "Documents a sink rejected for good (dead-lettered).",
+            1,
+        ),
+    ] {
+        family(&mut o, name, kind, help);
+        for (sink, c) in &s.sinks {
+            let v = if pick == 0 { c.retries } else { c.rejected };
+            let _ = writeln!(o, "{name}{{sink=\"{sink}\"}} {v}");
+        }
+    }
+    if let Some(c) = &s.checkpoint {
+        family(
+            &mut o,
+            "runnel_checkpoints_total",
+            "counter",
+            "Checkpoints written by this process.",
+        );
+        let _ = writeln!(o, "runnel_checkpoints_total {}", c.written);
+        family(
+            &mut o,
+            "runnel_checkpoint_bytes",
+            "gauge",
+            "Size of the last checkpoint written.",
+        );
+        let _ = writeln!(o, "runnel_checkpoint_bytes {}", c.last_bytes);
+        family(
+            &mut o,
+            "runnel_checkpoint_epoch",
+            "gauge",
+            "Epoch of the latest checkpoint (loaded or written).",
+        );
+        let _ = writeln!(o, "runnel_checkpoint_epoch {}", c.epoch);
+    }
     family(&mut o, "runnel_up", "gauge", "1 while the pipeline runs.");
     let _ = writeln!(o, "runnel_up {}", if s.drained { 0 } else { 1 });
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{CheckpointStatus, Summary};
+    use crate::sink::SinkCounters;
+
+    #[test]
+    fn histograms_sinks_lag_and_checkpoints_are_exposed() {
+        let mut h = Histogram::default();
+        for s in [0.0005, 0.003, 0.003, 0.2, 99.0] {
+            h.observe(s);
+        }
+        let st = Status {
+            summary: Summary::default(),
+            rate: 0.0,
+            drained: false,
+            streams: Vec::new(),
+            views: Vec::new(),
+            dead_letters: "dl".into(),
+            batch_latency: h,
+            end_to_end: Histogram::default(),
+            consumer_lag: Some(42),
+            sinks: vec![(
+                "elasticsearch".into(),
+                SinkCounters {
+                    retries: 7,
+                    rejected: 2,
+                },
+            )],
+            checkpoint: Some(CheckpointStatus {
+                epoch: 5,
+                written: 4,
+                last_bytes: 1000,
+            }),
+        };
+        let m = prometheus(&st);
+        for line in [
+            "# TYPE runnel_batch_seconds histogram",
+            "runnel_batch_seconds_bucket{le=\"0.001\"} 1",
+            "runnel_batch_seconds_bucket{le=\"0.005\"} 3",
+            "runnel_batch_seconds_bucket{le=\"0.25\"} 4",
+            "runnel_batch_seconds_bucket{le=\"30\"} 4",
+            "runnel_batch_seconds_bucket{le=\"+Inf\"} 5",
+            "runnel_batch_seconds_count 5",
+            "runnel_end_to_end_seconds_count 0",
+            "runnel_consumer_lag_messages 42",
+            "runnel_sink_retries_total{sink=\"elasticsearch\"} 7",
+            "runnel_sink_rejected_total{sink=\"elasticsearch\"} 2",
+            "runnel_checkpoints_total 4",
+            "runnel_checkpoint_epoch 5",
+        ] {
+            assert!(m.lines().any(|l| l == line), "no `{line}` in\n{m}");
+        }
+    }
 }

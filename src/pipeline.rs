@@ -10,7 +10,8 @@ use crate::deadletter::DeadLetters;
 use crate::decode::StreamDecoder;
 use crate::engine::{Engine, NamedTable, StreamStats, ViewDef, ViewInfo, ViewStats};
 use crate::error::{Error, Result};
-use crate::sink::Sink;
+use crate::metrics::Histogram;
+use crate::sink::{Sink, SinkCounters};
 use crate::source::Source;
 
 /// How the pipeline runs.
@@ -75,16 +76,66 @@ pub struct Status {
     pub streams: Vec<(String, StreamStats, Option<i64>)>,
     pub views: Vec<ViewStats>,
     pub dead_letters: std::path::PathBuf,
+    /// Time per round (decode, views, hand-over to sinks).
+    pub batch_latency: Histogram,
+    /// Oldest event of a round to the sinks' acknowledgement.
+    pub end_to_end: Histogram,
+    /// Kafka consumer lag in messages.
+    pub consumer_lag: Option<i64>,
+    pub sinks: Vec<(String, SinkCounters)>,
+    pub checkpoint: Option<CheckpointStatus>,
 }
 
-fn status(
-    engine: &Engine,
-    summary: &Summary,
+/// The checkpoint writer as status displays see it.
+#[derive(Debug, Clone)]
+pub struct CheckpointStatus {
+    pub epoch: u64,
+    pub written: u64,
+    pub last_bytes: u64,
+}
+
+/// Latencies measured by the loop.
+#[derive(Default)]
+struct Meters {
+    batch: Histogram,
+    end_to_end: Histogram,
+    /// Oldest event time (ms) of each round handed to the sinks since their last flush.
+    unacknowledged: Vec<i64>,
+}
+
+/// Everything `status` reads besides the engine.
+struct Ctx<'a> {
+    summary: &'a Summary,
     rate: f64,
     drained: bool,
-    opts: &PipelineOptions,
-) -> Status {
+    opts: &'a PipelineOptions,
+    meters: &'a Meters,
+    sinks: Vec<(String, SinkCounters)>,
+    lag: Option<i64>,
+}
+
+/// What the sinks count, read before a request is served (sinks and sources are not `Sync`).
+fn sink_counters(sinks: &[Box<dyn Sink>]) -> Vec<(String, SinkCounters)> {
+    sinks
+        .iter()
+        .map(|s| (s.name().to_string(), s.counters()))
+        .collect()
+}
+
+fn status(engine: &Engine, c: &Ctx) -> Status {
+    let (summary, rate, drained, opts) = (c.summary, c.rate, c.drained, c.opts);
     Status {
+        batch_latency: c.meters.batch.clone(),
+        end_to_end: c.meters.end_to_end.clone(),
+        consumer_lag: c.lag,
+        sinks: c.sinks.clone(),
+        checkpoint: opts.checkpoints.as_ref().and_then(|m| {
+            m.lock().ok().map(|cp| CheckpointStatus {
+                epoch: cp.epoch(),
+                written: cp.written,
+                last_bytes: cp.last_bytes,
+            })
+        }),
         summary: summary.clone(),
         rate,
         drained,
@@ -114,14 +165,7 @@ async fn next_request(rx: &mut Option<&mut mpsc::Receiver<Request>>) -> Option<R
 }
 
 /// Answers one request; returns the name of a view it added.
-async fn serve(
-    engine: &mut Engine,
-    req: Request,
-    summary: &Summary,
-    rate: f64,
-    drained: bool,
-    opts: &PipelineOptions,
-) -> Option<String> {
+async fn serve(engine: &mut Engine, req: Request, ctx: Ctx<'_>) -> Option<String> {
     match req {
         Request::Tables(tx) => {
             let _ = tx.send(engine.tables());
@@ -136,7 +180,7 @@ async fn serve(
             let _ = tx.send(engine.plan_text(&view));
         }
         Request::Status(tx) => {
-            let _ = tx.send(status(engine, summary, rate, drained, opts));
+            let _ = tx.send(status(engine, &ctx));
         }
     }
     None
@@ -184,6 +228,7 @@ pub async fn run_serving(
     };
     tokio::pin!(stop);
     let mut drained = false;
+    let mut meters = Meters::default();
     let mut temporary: std::collections::HashSet<String> = Default::default();
     loop {
         // An idle source still gets its results flushed and offsets committed on time.
@@ -192,14 +237,23 @@ pub async fn run_serving(
             biased;
             _ = &mut stop => break,
             Some(req) = next_request(&mut requests) => {
-                if let Some(v) = serve(engine, req, &summary, progress.rate, false, opts).await {
+                let ctx = Ctx {
+                    summary: &summary,
+                    rate: progress.rate,
+                    drained: false,
+                    opts,
+                    meters: &meters,
+                    sinks: sink_counters(sinks),
+                    lag: source.lag(),
+                };
+                if let Some(v) = serve(engine, req, ctx).await {
                     temporary.insert(v);
                 }
                 continue;
             }
             r = source.next() => r?,
             _ = tokio::time::sleep_until(flush_due) => {
-                progress.flush(engine, opts, &mut summary, &mut dead, sinks, source).await?;
+                progress.flush(engine, opts, &mut summary, &mut dead, sinks, source, &mut meters).await?;
                 continue;
             }
         };
@@ -207,6 +261,10 @@ pub async fn run_serving(
             drained = true;
             break;
         };
+        let round_started = Instant::now();
+        if let Some(oldest) = round.iter().filter_map(oldest_event_ms).min() {
+            meters.unacknowledged.push(oldest);
+        }
         let mut decoded_round = Vec::with_capacity(round.len());
         for raw in round {
             let decoded = decoders[raw.stream].decode(&raw)?;
@@ -222,9 +280,18 @@ pub async fn run_serving(
             dead.late(&name, engine.watermark(*s), rows)?;
         }
         ship(sinks, out.outputs, &temporary, opts).await?;
+        meters.batch.observe(round_started.elapsed().as_secs_f64());
         if progress.last_flush.elapsed() >= opts.flush_every {
             progress
-                .flush(engine, opts, &mut summary, &mut dead, sinks, source)
+                .flush(
+                    engine,
+                    opts,
+                    &mut summary,
+                    &mut dead,
+                    sinks,
+                    source,
+                    &mut meters,
+                )
                 .await?;
         }
     }
@@ -253,7 +320,16 @@ pub async fn run_serving(
                 _ = &mut stop => break,
                 r = next_request(&mut requests) => match r {
                     Some(req) => {
-                        let _ = serve(engine, req, &summary, 0.0, true, opts).await;
+                        let ctx = Ctx {
+                            summary: &summary,
+                            rate: 0.0,
+                            drained: true,
+                            opts,
+                            meters: &meters,
+                            sinks: sink_counters(sinks),
+                            lag: source.lag(),
+                        };
+                        let _ = serve(engine, req, ctx).await;
                     }
                     None => break,
                 },
@@ -295,6 +371,20 @@ fn checkpoint(
     Ok(true)
 }
 
+/// When a raw batch's oldest event entered the system: its earliest Kafka timestamp (set by
+/// the producer), else when the source read it.
+fn oldest_event_ms(raw: &crate::decode::RawBatch) -> Option<i64> {
+    match &raw.origin {
+        crate::decode::Origin::Kafka { timestamps, .. } => timestamps
+            .iter()
+            .flatten()
+            .min()
+            .copied()
+            .or(Some(raw.read_at_ms)),
+        _ => Some(raw.read_at_ms),
+    }
+}
+
 /// Changes to the sinks, leaving out temporary (REPL) views; journaled first when
 /// checkpointing (see [`crate::checkpoint`]).
 pub async fn ship(
@@ -331,6 +421,7 @@ impl Progress {
     /// Flushes dead letters and sinks, writes a checkpoint when one is due, then commits the
     /// source (offsets never run ahead of what the sinks hold, nor of the last checkpoint),
     /// and refreshes the rate and the status line.
+    #[allow(clippy::too_many_arguments)]
     async fn flush(
         &mut self,
         engine: &mut Engine,
@@ -339,6 +430,7 @@ impl Progress {
         dead: &mut DeadLetters,
         sinks: &mut [Box<dyn Sink>],
         source: &mut dyn Source,
+        meters: &mut Meters,
     ) -> Result<()> {
         let dt = self.last_flush.elapsed().as_secs_f64();
         self.rate = (summary.events - self.last_events) as f64 / dt.max(1e-9);
@@ -348,6 +440,10 @@ impl Progress {
         summary.late = dead.late;
         update_status(opts, summary, self.rate, self.started);
         flush_all(sinks, dead).await?;
+        let now = crate::decode::now_ms();
+        for t in meters.unacknowledged.drain(..) {
+            meters.end_to_end.observe((now - t) as f64 / 1000.0);
+        }
         if checkpoint(engine, source, opts, false)? {
             source.commit().await?;
         }

@@ -39,6 +39,9 @@ fn help_is_complete() {
         "--until-drained",
         "--dead-letters",
         "--batch-size",
+        "--checkpoint",
+        "--checkpoint-every",
+        "--metrics",
     ] {
         assert!(text.contains(flag), "run --help lacks {flag}: {text}");
     }
@@ -363,6 +366,16 @@ fn metrics_and_health_endpoints() {
     assert!(value("runnel_view_rows{view=\"product_sales\"}") > 0.0);
     assert!(value("runnel_view_busy_seconds_total{view=\"product_sales\"}") > 0.0);
     assert_eq!(value("runnel_up"), 1.0);
+    // Latency histograms: every round is timed, every flushed round has an end-to-end time,
+    // and the cumulative buckets end at the count.
+    for h in ["runnel_batch_seconds", "runnel_end_to_end_seconds"] {
+        let count = value(&format!("{h}_count "));
+        assert!(count > 0.0, "{h}: {m}");
+        assert_eq!(value(&format!("{h}_bucket{{le=\"+Inf\"}}")), count, "{h}");
+        assert!(value(&format!("{h}_bucket{{le=\"30\"}}")) <= count, "{h}");
+        assert!(value(&format!("{h}_sum ")) > 0.0, "{h}");
+    }
+    assert_eq!(value("runnel_sink_retries_total{sink=\"ndjson\"}"), 0.0);
     let h = http_get(&addr, "/health");
     assert!(
         h.starts_with("HTTP/1.1 200") && h.contains("\"status\":\"ok\""),
@@ -373,4 +386,62 @@ fn metrics_and_health_endpoints() {
         .args(["-INT", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn json_logs_and_sigterm_stops_cleanly_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::generate(&data, 4, 200_000);
+    let ckpt = tmp.path().join("ckpt");
+    let child = runnel()
+        .args(["run", "--batch-size", "500", "--checkpoint-every", "60"])
+        .arg("--source")
+        .arg(format!("files:{}", data.display()))
+        .arg("--sink")
+        .arg(format!("ndjson:{}", tmp.path().join("out").display()))
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--dead-letters")
+        .arg(tmp.path().join("dl.ndjson"))
+        .env("RUNNEL_LOG", "info")
+        .env("RUNNEL_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SIGTERM (what `docker stop` sends): drain, flush, checkpoint, exit 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let t = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "slow stop");
+    // Mid-replay (not drained) there is a checkpoint, written at the stop.
+    assert!(
+        std::fs::read_dir(&ckpt)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("ckpt-")),
+        "{err}"
+    );
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"] == "running"
+            && l["fields"]["views"] == 16),
+        "{err}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "checkpoint" && l["fields"]["epoch"] == 1),
+        "{err}"
+    );
 }

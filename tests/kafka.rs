@@ -290,3 +290,66 @@ fn unreachable_broker_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// Consumer lag: the messages between the consumer's positions and the partitions' ends.
+/// With a backlog it is positive and at most the backlog; once everything is consumed it
+/// falls to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_measured() {
+    use runnel::source::Source;
+    let broker = LocalBroker::start(1).unwrap();
+    for t in Topic::ALL {
+        broker.create_topic(t.topic(), 2, 1).unwrap();
+    }
+    let bootstrap = broker.bootstrap().to_string();
+    let n = 20_000u64;
+    let b2 = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = Generator::new(
+            3,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        producer::produce(&b2, &KafkaOptions::default(), &mut g, Some(n), None).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut source = KafkaSource::start(
+        KafkaSourceConfig {
+            bootstrap,
+            group: "lag".into(),
+            options: KafkaOptions::default(),
+            max_records: 500,
+            max_wait: Duration::from_millis(50),
+            until_end: true,
+            resume: Default::default(),
+        },
+        &streams(),
+    )
+    .unwrap();
+    // Read nothing yet: the poller fills its small queue and stops, far from the end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(l) = source.lag().filter(|&l| l > 0) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no lag measured");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(first as u64 <= n, "lag {first} of {n} messages");
+    let mut read = 0;
+    while let Some(round) = source.next().await.unwrap() {
+        read += round.iter().map(|r| r.len()).sum::<usize>();
+    }
+    assert_eq!(read as u64, n);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while source.lag() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag stays at {:?} after everything was read",
+            source.lag()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -574,6 +574,13 @@ impl Sink for ElasticsearchSink {
         self.send_pending().await
     }
 
+    fn counters(&self) -> super::SinkCounters {
+        super::SinkCounters {
+            retries: self.retries.load(std::sync::atomic::Ordering::Relaxed),
+            rejected: self.rejected,
+        }
+    }
+
     fn summary(&self) -> Option<String> {
         use std::sync::atomic::Ordering::Relaxed;
         Some(format!(

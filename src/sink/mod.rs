@@ -28,10 +28,21 @@ pub trait Sink: Send {
     fn resume(&mut self, _views: &[Arc<ViewInfo>]) -> Result<()> {
         Ok(())
     }
+    /// Counters for metrics.
+    fn counters(&self) -> SinkCounters {
+        SinkCounters::default()
+    }
     /// A one-line account of what the sink did, printed when the run ends.
     fn summary(&self) -> Option<String> {
         None
     }
+}
+
+/// What a sink counts, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkCounters {
+    pub retries: u64,
+    pub rejected: u64,
 }
 
 /// Parses `--sink` values.

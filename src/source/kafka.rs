@@ -57,6 +57,8 @@ pub struct KafkaSource {
     committed: HashMap<(String, i32), i64>,
     /// Next offset per partition ever handed out here (or restored), for checkpoints.
     positions: Positions,
+    /// Messages behind the partitions' ends, measured by the poller (-1: not yet known).
+    lag: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Reads which partitions an instance owns right now (for status and tests).
@@ -149,6 +151,7 @@ impl KafkaSource {
                 Some(((t.to_string(), p.parse().ok()?), o))
             })
             .collect();
+        let lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         let poller = Poller {
             skip,
             consumer: consumer.clone(),
@@ -156,6 +159,25 @@ impl KafkaSource {
             cfg,
             stop: stop.clone(),
         };
+        {
+            let (consumer, lag, stop) = (consumer.clone(), lag.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("kafka-lag".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(l) = measure_lag(&consumer) {
+                            lag.store(l, Ordering::Relaxed);
+                        }
+                        for _ in 0..20 {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                })
+                .map_err(|e| err(e.to_string()))?;
+        }
         std::thread::Builder::new()
             .name("kafka-poll".into())
             .spawn(move || poller.run(tx))
@@ -167,6 +189,7 @@ impl KafkaSource {
             handed_out: HashMap::new(),
             committed: HashMap::new(),
             positions,
+            lag,
         })
     }
 }
@@ -358,6 +381,11 @@ impl Source for KafkaSource {
         Some(self.positions.clone())
     }
 
+    fn lag(&self) -> Option<i64> {
+        let l = self.lag.load(Ordering::Relaxed);
+        (l >= 0).then_some(l)
+    }
+
     async fn commit(&mut self) -> Result<()> {
         // Only partitions this instance still owns: after a rebalance another instance commits
         // the rest, and an older offset from here must not overwrite its progress.
@@ -398,6 +426,25 @@ impl Source for KafkaSource {
             Err(e) => Err(err(format!("committing offsets: {e}"))),
         }
     }
+}
+
+/// Messages between the consumer's positions and its assigned partitions' ends (one
+/// watermark request per partition; run off the polling thread).
+fn measure_lag(consumer: &BaseConsumer) -> Option<i64> {
+    let pos = consumer.position().ok()?;
+    let mut lag = 0i64;
+    let mut known = false;
+    for e in pos.elements() {
+        if let Offset::Offset(p) = e.offset() {
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+            {
+                lag += (high - p).max(0);
+                known = true;
+            }
+        }
+    }
+    known.then_some(lag)
 }
 
 /// Commit errors that a later commit resolves (rebalances, coordinator moves, timeouts).

@@ -24,6 +24,10 @@ pub trait Source: Send {
     fn positions(&self) -> Option<crate::checkpoint::Positions> {
         None
     }
+    /// Records behind the end of the input, where the source knows (Kafka consumer lag).
+    fn lag(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Parses `--source` values.
