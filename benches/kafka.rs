@@ -53,6 +53,7 @@ fn start_instance(
             max_wait,
             until_end: false,
             resume: Default::default(),
+            stop_at: None,
         },
         &streams,
     )

@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod oracle;
 pub mod pipeline;
+pub mod reload;
 pub mod repl;
 pub mod schema;
 pub mod sink;

@@ -220,6 +220,10 @@ struct RunArgs {
     /// Seconds between checkpoints. Kafka offsets are committed with each checkpoint.
     #[arg(long, default_value_t = 10.0)]
     checkpoint_every: f64,
+    /// Do not apply edits to the queries directory while running (by default a changed,
+    /// added or deleted view file takes effect within a second, rebuilt from the input).
+    #[arg(long)]
+    no_reload: bool,
 }
 
 #[derive(Args)]
@@ -454,6 +458,7 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         dead_letters: a.dead_letters.clone(),
         status: Some(status),
         checkpoints,
+        reload: reloader(&a, &streams),
     };
     tracing::info!(views = engine.views().count(), "running");
     // Ctrl-C or SIGTERM stops cleanly (sinks flushed, checkpoint written, offsets committed);
@@ -501,6 +506,50 @@ async fn plan_views(catalog: &Catalog) -> anyhow::Result<(Streams, Engine)> {
         .await
         .context("planning the views (run `runnel check` for every problem)")?;
     Ok((streams, engine))
+}
+
+/// Hot reload of the queries directory, with a replay of the source as the rebuild input.
+fn reloader(a: &RunArgs, streams: &Streams) -> Option<Mutex<runnel::reload::Reloader>> {
+    if a.no_reload {
+        return None;
+    }
+    let dir = match &a.catalog.queries {
+        Some(d) => d.clone(),
+        None if Path::new("queries").is_dir() => PathBuf::from("queries"),
+        None => return None, // the built-in views
+    };
+    let streams = streams.clone();
+    let batch = a.batch_size;
+    let backfill: Option<runnel::reload::Backfill> = match &a.source {
+        SourceSpec::Generator => None,
+        SourceSpec::Files(data) => {
+            let data = data.clone();
+            Some(Arc::new(move |upto: &Positions| {
+                Ok(
+                    Box::new(FileSource::open_until(&data, &streams, batch, upto)?)
+                        as Box<dyn source::Source>,
+                )
+            }))
+        }
+        SourceSpec::Kafka(hosts) => {
+            let cfg = KafkaSourceConfig {
+                bootstrap: hosts.clone(),
+                group: format!("{}-rebuild", a.group),
+                options: KafkaOptions::parse(&a.kafka.kafka_options).ok()?,
+                max_records: batch,
+                max_wait: Duration::from_millis(a.max_wait_ms),
+                until_end: false,
+                resume: Positions::new(),
+                stop_at: None,
+            };
+            Some(Arc::new(move |upto: &Positions| {
+                let mut c = cfg.clone();
+                c.stop_at = Some(upto.clone());
+                Ok(Box::new(KafkaSource::start(c, &streams)?) as Box<dyn source::Source>)
+            }))
+        }
+    };
+    Some(Mutex::new(runnel::reload::Reloader::new(&dir, backfill)))
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `docker stop` and Kubernetes send).
@@ -615,6 +664,7 @@ fn build_source(
                 max_wait: Duration::from_millis(a.max_wait_ms),
                 until_end: a.until_drained,
                 resume,
+                stop_at: None,
             },
             streams,
         )?),
@@ -654,6 +704,7 @@ async fn run_with_repl(
         dead_letters: a.dead_letters.clone(),
         status: None,
         checkpoints,
+        reload: reloader(&a, &streams),
     };
     let script = match command {
         Some(c) => Some(c),

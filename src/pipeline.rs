@@ -11,6 +11,7 @@ use crate::decode::StreamDecoder;
 use crate::engine::{Engine, NamedTable, StreamStats, ViewDef, ViewInfo, ViewStats};
 use crate::error::{Error, Result};
 use crate::metrics::Histogram;
+use crate::reload::Reloader;
 use crate::sink::{Sink, SinkCounters};
 use crate::source::Source;
 
@@ -25,6 +26,8 @@ pub struct PipelineOptions {
     /// Periodic checkpoints (`--checkpoint DIR`). With them, the source is committed only
     /// when a checkpoint holding its positions is on disk.
     pub checkpoints: Option<Mutex<Checkpoints>>,
+    /// Hot reload of the queries directory (see [`crate::reload`]).
+    pub reload: Option<Mutex<Reloader>>,
 }
 
 /// Totals of one run.
@@ -254,6 +257,7 @@ pub async fn run_serving(
             r = source.next() => r?,
             _ = tokio::time::sleep_until(flush_due) => {
                 progress.flush(engine, opts, &mut summary, &mut dead, sinks, source, &mut meters).await?;
+                reload(engine, sinks, source, opts, &temporary, &mut dead).await?;
                 continue;
             }
         };
@@ -369,6 +373,62 @@ fn checkpoint(
         "checkpoint"
     );
     Ok(true)
+}
+
+/// Applies edits to the queries directory, if any (see [`crate::reload`]). A broken edit is
+/// logged and the running views carry on; a good one is applied, flushed and checkpointed.
+async fn reload(
+    engine: &mut Engine,
+    sinks: &mut [Box<dyn Sink>],
+    source: &mut dyn Source,
+    opts: &PipelineOptions,
+    temporary: &std::collections::HashSet<String>,
+    dead: &mut DeadLetters,
+) -> Result<()> {
+    let Some(r) = &opts.reload else {
+        return Ok(());
+    };
+    let (change, backfill) = {
+        let mut r = r
+            .lock()
+            .map_err(|_| Error::Config("reloader poisoned".into()))?;
+        (r.poll(), r.backfill.clone())
+    };
+    let defs = match change {
+        None => return Ok(()),
+        Some(Err(errors)) => {
+            for e in errors {
+                tracing::error!("{e} -- the running views are unchanged");
+            }
+            return Ok(());
+        }
+        Some(Ok(defs)) => defs,
+    };
+    let t = Instant::now();
+    let to = crate::reload::Ship {
+        sinks: &mut *sinks,
+        temporary,
+        opts,
+    };
+    let shipped = crate::reload::apply(engine, &defs, source.positions(), backfill, to).await;
+    match shipped {
+        Ok(report) => {
+            tracing::info!(
+                rebuilt = ?report.rebuilt,
+                removed = ?report.removed,
+                kept = report.kept,
+                replayed = report.replayed,
+                ms = t.elapsed().as_millis() as u64,
+                "queries reloaded"
+            );
+            flush_all(sinks, dead).await?;
+            if checkpoint(engine, source, opts, true)? {
+                source.commit().await?;
+            }
+        }
+        Err(e) => tracing::error!("{e} -- the running views are unchanged"),
+    }
+    Ok(())
 }
 
 /// When a raw batch's oldest event entered the system: its earliest Kafka timestamp (set by

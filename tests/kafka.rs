@@ -43,6 +43,7 @@ async fn consume(
             max_wait: Duration::from_millis(50),
             until_end: true,
             resume: Default::default(),
+            stop_at: None,
         },
         &streams(),
     )
@@ -147,6 +148,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
                 max_wait: Duration::from_millis(50),
                 until_end: false,
                 resume: Default::default(),
+                stop_at: None,
             },
             &streams(),
         )
@@ -165,6 +167,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
                 dead_letters: out.join("dead_letters.ndjson"),
                 status: None,
                 checkpoints: None,
+                reload: None,
             };
             pipeline::run(&mut engine, &mut source, &mut sinks, &opts, async {
                 let _ = rx.await;
@@ -280,6 +283,7 @@ fn unreachable_broker_is_a_clear_error() {
             max_wait: Duration::from_millis(10),
             until_end: true,
             resume: Default::default(),
+            stop_at: None,
         },
         &streams,
     )
@@ -324,6 +328,7 @@ async fn consumer_lag_is_measured() {
             max_wait: Duration::from_millis(50),
             until_end: true,
             resume: Default::default(),
+            stop_at: None,
         },
         &streams(),
     )

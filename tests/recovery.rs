@@ -383,6 +383,7 @@ async fn a_row_shipped_after_the_checkpoint_is_set_back_from_the_journal() {
             dead_letters: tmp.path().join("dead.ndjson"),
             status: None,
             checkpoints: Some(Mutex::new(cp)),
+            reload: None,
         };
         let mut engine = Engine::new(common::streams(), &defs).await.unwrap();
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NdjsonSink::new(&out).unwrap())];

@@ -405,6 +405,22 @@ impl Engine {
         Ok(self.views[self.views.len() - 1].info.clone())
     }
 
+    /// Recomputes the named views over tables and views now (views rebuilt with no input to
+    /// replay).
+    pub async fn refresh(&mut self, names: &HashSet<String>) -> Result<StepOutput> {
+        let mut changed = HashSet::new();
+        let mut out = StepOutput::default();
+        for i in 0..self.views.len() {
+            if names.contains(&self.views[i].info.name)
+                && matches!(self.views[i].kind, ViewKind::Recompute { .. })
+            {
+                let changes = self.recompute(i).await?;
+                self.publish(i, changes, &mut changed, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// How a view runs: its kind and DataFusion's physical plan for each part.
     pub fn plan_text(&self, view: &str) -> Option<String> {
         use datafusion::physical_plan::displayable;

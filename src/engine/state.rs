@@ -177,3 +177,41 @@ impl Engine {
         Ok(out)
     }
 }
+
+/// One planned part of a view (hidden halves of a split view included), for hot reload.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub name: String,
+    /// The view file it comes from.
+    pub path: std::path::PathBuf,
+    pub sql: String,
+    /// Names of the views (parts) it reads.
+    pub reads: Vec<String>,
+}
+
+impl Engine {
+    /// Every planned part, in dependency order.
+    pub fn parts(&self) -> Vec<Part> {
+        self.views
+            .iter()
+            .map(|v| Part {
+                name: v.info.name.clone(),
+                path: v.info.path.clone(),
+                sql: v.info.sql.clone(),
+                reads: v
+                    .inputs
+                    .iter()
+                    .filter_map(|i| match i {
+                        super::Input::View(j) => Some(self.views[*j].info.name.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// How many recent events per stream are kept for ad-hoc queries.
+    pub fn recent_window(&self) -> usize {
+        self.recent_window
+    }
+}

@@ -37,6 +37,8 @@ struct OpenFile {
     /// Line number of the first pending line.
     next_line: u64,
     eof: bool,
+    /// Lines left to read before stopping (None: to the end of the file).
+    remaining: Option<u64>,
 }
 
 pub struct FileSource {
@@ -47,6 +49,22 @@ pub struct FileSource {
 impl FileSource {
     pub fn open(dir: &Path, streams: &Streams, batch: usize) -> Result<Self> {
         Self::open_at(dir, streams, batch, &Positions::new())
+    }
+
+    /// Opens the files from their start and ends each after the lines `upto` says were read
+    /// (a rebuilt view's backfill: the input the running views have seen, no more).
+    pub fn open_until(
+        dir: &Path,
+        streams: &Streams,
+        batch: usize,
+        upto: &Positions,
+    ) -> Result<Self> {
+        let mut src = Self::open_at(dir, streams, batch, &Positions::new())?;
+        for f in &mut src.files {
+            let n = upto.get(&format!("file:{}", f.topic)).copied().unwrap_or(0);
+            f.remaining = Some(n.max(0) as u64);
+        }
+        Ok(src)
     }
 
     /// Opens the files past the lines a checkpoint has already read (`file:<topic>` -> lines).
@@ -105,6 +123,7 @@ impl FileSource {
                 pending: VecDeque::new(),
                 next_line: skip + 1,
                 eof: false,
+                remaining: None,
             });
         }
         if files.is_empty() {
@@ -124,6 +143,14 @@ impl FileSource {
 impl OpenFile {
     fn fill(&mut self, want: usize) -> Result<()> {
         while !self.eof && self.pending.len() < want {
+            match &mut self.remaining {
+                Some(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
             let mut line = Vec::with_capacity(256);
             let n = self
                 .reader

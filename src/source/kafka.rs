@@ -39,6 +39,9 @@ pub struct KafkaSourceConfig {
     /// Positions of a checkpoint (`topic/partition` -> next offset): earlier messages are
     /// already in the restored state and are skipped.
     pub resume: Positions,
+    /// Backfill: read these partitions from their start, outside any consumer group, up to
+    /// these offsets (exclusive), then end.
+    pub stop_at: Option<Positions>,
 }
 
 fn err(m: impl Into<String>) -> Error {
@@ -130,9 +133,29 @@ impl KafkaSource {
             .copied()
             .filter(|t| existing.contains(t))
             .collect();
-        consumer
-            .subscribe(&present)
-            .map_err(|e| err(e.to_string()))?;
+        let stop_at: Option<HashMap<(String, i32), i64>> = cfg.stop_at.as_ref().map(|p| {
+            p.iter()
+                .filter_map(|(k, &o)| {
+                    let (t, part) = k.rsplit_once('/')?;
+                    Some(((t.to_string(), part.parse().ok()?), o))
+                })
+                .collect()
+        });
+        match &stop_at {
+            None => consumer
+                .subscribe(&present)
+                .map_err(|e| err(e.to_string()))?,
+            Some(upto) => {
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), &o) in upto {
+                    if o > 0 && present.contains(&t.as_str()) {
+                        tpl.add_partition_offset(t, *p, Offset::Beginning)
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                }
+                consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
+            }
+        }
         let consumer = Arc::new(consumer);
         let (tx, rx) = mpsc::channel(2);
         let stop = Arc::new(AtomicBool::new(false));
@@ -153,6 +176,7 @@ impl KafkaSource {
             .collect();
         let lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         let poller = Poller {
+            stop_at,
             skip,
             consumer: consumer.clone(),
             stream_of,
@@ -208,6 +232,8 @@ struct Pending {
 }
 
 struct Poller {
+    /// Backfill: end offset (exclusive) per partition.
+    stop_at: Option<HashMap<(String, i32), i64>>,
     /// Per partition: offsets below this are in a restored checkpoint already.
     skip: HashMap<(String, i32), i64>,
     consumer: Arc<BaseConsumer>,
@@ -231,10 +257,12 @@ impl Poller {
                 Some(Ok(m)) => {
                     let topic = m.topic().to_string();
                     read.insert((topic.clone(), m.partition()), m.offset() + 1);
-                    let restored = self
-                        .skip
-                        .get(&(topic.clone(), m.partition()))
-                        .is_some_and(|&o| m.offset() < o);
+                    let key = (topic.clone(), m.partition());
+                    let restored = self.skip.get(&key).is_some_and(|&o| m.offset() < o)
+                        || self
+                            .stop_at
+                            .as_ref()
+                            .is_some_and(|s| s.get(&key).is_none_or(|&end| m.offset() >= end));
                     if !restored {
                         let p = pending.entry(topic).or_insert_with(|| Pending {
                             data: Vec::new(),
@@ -257,7 +285,11 @@ impl Poller {
                 None => {}
             }
             let mut finished = false;
-            if self.cfg.until_end {
+            if let Some(upto) = &self.stop_at {
+                finished = upto
+                    .iter()
+                    .all(|(k, &end)| read.get(k).copied().unwrap_or(0) >= end);
+            } else if self.cfg.until_end {
                 // A rebalance (another instance joining or leaving the group) changes which
                 // partitions this instance must drain: take their end offsets afresh.
                 if ends.is_some() && last_check.elapsed() >= Duration::from_millis(100) {

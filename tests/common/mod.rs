@@ -125,6 +125,7 @@ pub async fn run_pipeline(
         dead_letters: out.join("dead_letters.ndjson"),
         status: None,
         checkpoints: None,
+        reload: None,
     };
     let summary = pipeline::run(
         &mut engine,
@@ -191,24 +192,39 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Rows as sortable strings (floats to 6 significant digits), sorted.
+fn sorted(rows: &Rows) -> Vec<(String, &Map<String, Value>)> {
+    let mut v: Vec<(String, &Map<String, Value>)> = rows
+        .iter()
+        .map(|r| {
+            let mut keys: Vec<&String> = r.keys().collect();
+            keys.sort();
+            let s: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}={}", canon(&r[*k])))
+                .collect();
+            (s.join(","), r)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn same_row(g: &Map<String, Value>, w: &Map<String, Value>) -> bool {
+    g.len() == w.len() && w.iter().all(|(k, v)| g.get(k).is_some_and(|x| close(x, v)))
+}
+
+/// Whether two results are equal as multisets of rows, floats within a relative 1e-9.
+pub fn same(got: &Rows, want: &Rows) -> bool {
+    got.len() == want.len()
+        && sorted(got)
+            .iter()
+            .zip(sorted(want).iter())
+            .all(|((_, g), (_, w))| same_row(g, w))
+}
+
 /// Compares two results as multisets of rows, floats within a relative 1e-9.
 pub fn assert_same(view: &str, got: &Rows, want: &Rows) {
-    fn sort(rows: &Rows) -> Vec<(String, &Map<String, Value>)> {
-        let mut v: Vec<(String, &Map<String, Value>)> = rows
-            .iter()
-            .map(|r| {
-                let mut keys: Vec<&String> = r.keys().collect();
-                keys.sort();
-                let s: Vec<String> = keys
-                    .iter()
-                    .map(|k| format!("{k}={}", canon(&r[*k])))
-                    .collect();
-                (s.join(","), r)
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
     assert_eq!(
         got.len(),
         want.len(),
@@ -216,14 +232,10 @@ pub fn assert_same(view: &str, got: &Rows, want: &Rows) {
         got.len(),
         want.len()
     );
-    let (g, w) = (sort(got), sort(want));
+    let (g, w) = (sorted(got), sorted(want));
     for ((gs, gr), (ws, wr)) in g.iter().zip(w.iter()) {
-        let same = gr.len() == wr.len()
-            && wr
-                .iter()
-                .all(|(k, v)| gr.get(k).is_some_and(|x| close(x, v)));
         assert!(
-            same,
+            same_row(gr, wr),
             "view {view}: streamed row\n  {gs}\ndiffers from the batch oracle's\n  {ws}"
         );
     }
