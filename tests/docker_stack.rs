@@ -133,6 +133,10 @@ async fn every_datasource_and_dashboard_panel_refers_to_a_real_view_and_its_fiel
         let d: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", path.display()));
         let uid = d["uid"].as_str().unwrap_or_default();
+        if uid == "runnel-operations" {
+            // Prometheus panels: see the_operations_dashboard_queries_metrics_runnel_exposes.
+            continue;
+        }
         if let Some(v) = uid.strip_prefix("runnel-") {
             dashboards_for.insert(v.to_string());
         }
@@ -251,4 +255,134 @@ fn the_original_systems_panels_are_there() {
             "no {kind} panel for {view}"
         );
     }
+}
+
+/// `GET path` on a plain HTTP/1.1 server.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The operations dashboard reads Prometheus, which scrapes runnel at the port its compose
+/// command serves metrics on; every metric a panel queries is one the real binary exposes
+/// (scraped here from a run against a Kafka-protocol broker, with checkpoints on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_dashboard_queries_metrics_runnel_exposes() {
+    use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
+    use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
+    use std::io::BufRead;
+
+    let compose = yaml("docker/docker-compose.yml");
+    let run = strings(&compose["services"]["runnel"]["command"]);
+    let at = run
+        .iter()
+        .position(|a| a == "--metrics")
+        .expect("runnel serves metrics");
+    let port = run[at + 1].rsplit(':').next().unwrap().to_string();
+    let prom = yaml("docker/prometheus/prometheus.yml");
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
+    let sd = &job["dns_sd_configs"][0];
+    assert_eq!(strings(&sd["names"]), vec!["runnel".to_string()]);
+    assert_eq!(sd["port"].as_i64().map(|p| p.to_string()), Some(port));
+    assert!(!compose["services"]["prometheus"].is_badvalue());
+    let ds = yaml("docker/grafana/provisioning/datasources/prometheus.yml");
+    let ds = &ds["datasources"][0];
+    assert_eq!(ds["url"].as_str(), Some("http://prometheus:9090"));
+    let uid = ds["uid"].as_str().unwrap().to_string();
+
+    let path = common::root().join("docker/grafana/dashboards/operations.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        assert_eq!(p["datasource"]["uid"].as_str(), Some(uid.as_str()));
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("runnel_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.len() >= 12, "{names:?}");
+
+    let broker = LocalBroker::start(1).unwrap();
+    for t in Topic::ALL {
+        broker.create_topic(t.topic(), 2, 1).unwrap();
+    }
+    let bootstrap = broker.bootstrap().to_string();
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = Generator::new(
+            1,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        producer::produce(&b, &KafkaOptions::default(), &mut g, Some(5000), None).unwrap()
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .current_dir(common::root())
+        .args(["run", "--source", &format!("kafka:{bootstrap}")])
+        .args(["--metrics", "127.0.0.1:0", "--checkpoint-every", "0.2"])
+        .args(["--refresh", "0.2", "--checkpoint"])
+        .arg(tmp.path().join("ckpt"))
+        .arg("--sink")
+        .arg(format!("ndjson:{}", tmp.path().join("out").display()))
+        .arg("--dead-letters")
+        .arg(tmp.path().join("dl.ndjson"))
+        .env_remove("RUNNEL_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("a metrics line").unwrap();
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let missing = loop {
+        let m = http_get(&addr, "/metrics");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !m.lines().any(|l| {
+                    l.strip_prefix(n.as_str())
+                        .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+                })
+            })
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break missing.into_iter().cloned().collect::<Vec<_>>();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(
+        missing.is_empty(),
+        "the operations dashboard queries metrics runnel does not expose: {missing:?}"
+    );
 }
