@@ -122,6 +122,9 @@ pub struct StreamDecoder {
     required: Vec<usize>,
 }
 
+/// How far past the wall clock an event time may be (one day); later ones are set aside.
+pub const MAX_FUTURE_MS: i64 = 86_400_000;
+
 /// The largest record accepted; anything bigger is set aside without parsing.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
@@ -220,15 +223,58 @@ impl StreamDecoder {
         }
         if raw.data.len() <= n.saturating_mul(MAX_RECORD_BYTES) {
             if let Some(batch) = self.fast_path(raw) {
-                return Ok(Decoded {
-                    batch: self.with_metadata(batch, &raw.origin, None)?,
-                    rejected: Vec::new(),
-                });
+                let batch = self.with_metadata(batch, &raw.origin, None)?;
+                return self.implausible_times(batch, raw, None, Vec::new());
             }
         }
         // Something is wrong in this batch: start from a clean decoder and go record by record.
         self.decoder = build(&self.schema.payload, self.batch_size)?;
         self.slow_path(raw)
+    }
+
+    /// Sets aside rows whose event time is before 1970 or more than [`MAX_FUTURE_MS`] past
+    /// the wall clock: such a time is a producer's bug, and taken as data it would push the
+    /// stream's watermark so far that every later event counted as late. `rows` maps batch
+    /// rows to records of `raw` (identity when `None`).
+    fn implausible_times(
+        &self,
+        batch: RecordBatch,
+        raw: &RawBatch,
+        rows: Option<&[usize]>,
+        mut rejected: Vec<Rejected>,
+    ) -> Result<Decoded> {
+        use arrow::array::{Array, AsArray, BooleanArray};
+        use arrow::datatypes::TimestampMillisecondType;
+        let col = self.schema.event_time_index;
+        let times = batch.column(col).as_primitive::<TimestampMillisecondType>();
+        let hi = now_ms().saturating_add(MAX_FUTURE_MS);
+        let ok = |t: i64| (0..=hi).contains(&t);
+        let in_range =
+            arrow::compute::min(times).is_none_or(ok) && arrow::compute::max(times).is_none_or(ok);
+        if in_range {
+            return Ok(Decoded { batch, rejected });
+        }
+        let keep: BooleanArray = (0..times.len())
+            .map(|i| Some(times.is_null(i) || ok(times.value(i))))
+            .collect();
+        let name = self.schema.arrow.field(col).name();
+        for i in (0..times.len()).filter(|&i| !times.is_null(i) && !ok(times.value(i))) {
+            let r = rows.map_or(i, |r| r[i]);
+            let rec = raw.record(r);
+            let t = times.value(i);
+            let shown = chrono::DateTime::from_timestamp_millis(t)
+                .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                .unwrap_or_else(|| format!("{t} ms"));
+            rejected.push(Rejected {
+                position: raw.origin.position(r),
+                reason: format!(
+                    "event time `{name}` {shown} is outside the accepted range (1970-01-01 to one day past the wall clock)"
+                ),
+                payload: rec[..rec.len().min(4096)].to_vec(),
+            });
+        }
+        let batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+        Ok(Decoded { batch, rejected })
     }
 
     /// Appends the Kafka metadata columns (`_kafka_partition`, `_kafka_offset`,
@@ -324,7 +370,7 @@ impl StreamDecoder {
         }
         let batch = concat_batches(&self.schema.payload, &good)?;
         let batch = self.with_metadata(batch, &raw.origin, Some(&good_rows))?;
-        Ok(Decoded { batch, rejected })
+        self.implausible_times(batch, raw, Some(&good_rows), rejected)
     }
 
     fn one(&mut self, rec: &[u8]) -> std::result::Result<RecordBatch, String> {
@@ -383,6 +429,26 @@ fn clean(s: String) -> String {
 mod tests {
     use super::*;
     use crate::schema::Streams;
+
+    #[test]
+    fn event_times_before_1970_or_far_ahead_are_set_aside_with_their_position() {
+        let mut d = decoder();
+        let past = GOOD.replace("2026-01-01T00:00:00.000Z", "1969-12-31T23:59:59.000Z");
+        let future = GOOD.replace("2026-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z");
+        let out = d.decode(&batch(&[GOOD, &past, GOOD, &future])).unwrap();
+        assert_eq!(out.batch.num_rows(), 2);
+        let r: Vec<(&str, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.position.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].0.ends_with(":11") && r[1].0.ends_with(":13"), "{r:?}"); // lines from 10
+        assert!(r[0].1.contains("1969-12-31T23:59:59.000Z"), "{r:?}");
+        assert!(r
+            .iter()
+            .all(|(_, why)| why.contains("outside the accepted range")));
+    }
 
     fn decoder() -> StreamDecoder {
         let s = Streams::builtin();

@@ -220,6 +220,10 @@ struct RunArgs {
     /// Seconds between checkpoints. Kafka offsets are committed with each checkpoint.
     #[arg(long, default_value_t = 10.0)]
     checkpoint_every: f64,
+    /// Seconds the sinks get to acknowledge the last results after Ctrl-C or SIGTERM; past
+    /// that, runnel exits with an error without committing them (a restart re-delivers).
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_timeout: f64,
     /// Do not apply edits to the queries directory while running (by default a changed,
     /// added or deleted view file takes effect within a second, rebuilt from the input).
     #[arg(long)]
@@ -459,6 +463,7 @@ async fn run(a: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         status: Some(status),
         checkpoints,
         reload: reloader(&a, &streams),
+        shutdown_timeout: Some(Duration::from_secs_f64(a.shutdown_timeout.max(0.0))),
     };
     tracing::info!(views = engine.views().count(), "running");
     // Ctrl-C or SIGTERM stops cleanly (sinks flushed, checkpoint written, offsets committed);
@@ -705,6 +710,7 @@ async fn run_with_repl(
         status: None,
         checkpoints,
         reload: reloader(&a, &streams),
+        shutdown_timeout: Some(Duration::from_secs_f64(a.shutdown_timeout.max(0.0))),
     };
     let script = match command {
         Some(c) => Some(c),

@@ -28,6 +28,8 @@ pub struct PipelineOptions {
     pub checkpoints: Option<Mutex<Checkpoints>>,
     /// Hot reload of the queries directory (see [`crate::reload`]).
     pub reload: Option<Mutex<Reloader>>,
+    /// After a stop signal, how long sinks get to acknowledge before the run gives up.
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// Totals of one run.
@@ -233,6 +235,8 @@ pub async fn run_serving(
     let mut drained = false;
     let mut meters = Meters::default();
     let mut temporary: std::collections::HashSet<String> = Default::default();
+    // Set when a stop signal interrupts a round or a flush (a sink not acknowledging).
+    let mut interrupted = false;
     loop {
         // An idle source still gets its results flushed and offsets committed on time.
         let flush_due = tokio::time::Instant::from_std(progress.last_flush + opts.flush_every);
@@ -254,38 +258,40 @@ pub async fn run_serving(
                 }
                 continue;
             }
-            r = source.next() => r?,
-            _ = tokio::time::sleep_until(flush_due) => {
-                progress.flush(engine, opts, &mut summary, &mut dead, sinks, source, &mut meters).await?;
-                reload(engine, sinks, source, opts, &temporary, &mut dead).await?;
-                continue;
+            r = source.next() => Tick::Round(r?),
+            _ = tokio::time::sleep_until(flush_due) => Tick::Flush,
+        };
+        let work = async {
+            match round {
+                // The flush clock.
+                Tick::Flush => {}
+                Tick::Round(None) => return Ok(true),
+                Tick::Round(Some(round)) => {
+                    let round_started = Instant::now();
+                    if let Some(oldest) = round.iter().filter_map(oldest_event_ms).min() {
+                        meters.unacknowledged.push(oldest);
+                    }
+                    let mut decoded_round = Vec::with_capacity(round.len());
+                    for raw in round {
+                        let decoded = decoders[raw.stream].decode(&raw)?;
+                        let name = &engine.streams().streams[raw.stream].name;
+                        dead.rejected(name, &decoded.rejected)?;
+                        summary.events += decoded.batch.num_rows() as u64;
+                        summary.batches += 1;
+                        decoded_round.push((raw.stream, decoded.batch));
+                    }
+                    let out = engine.process_round(decoded_round).await?;
+                    for (s, rows) in &out.late {
+                        let name = engine.streams().streams[*s].name.clone();
+                        dead.late(&name, engine.watermark(*s), rows)?;
+                    }
+                    ship(sinks, out.outputs, &temporary, opts).await?;
+                    meters.batch.observe(round_started.elapsed().as_secs_f64());
+                    if progress.last_flush.elapsed() < opts.flush_every {
+                        return Ok(false);
+                    }
+                }
             }
-        };
-        let Some(round) = round else {
-            drained = true;
-            break;
-        };
-        let round_started = Instant::now();
-        if let Some(oldest) = round.iter().filter_map(oldest_event_ms).min() {
-            meters.unacknowledged.push(oldest);
-        }
-        let mut decoded_round = Vec::with_capacity(round.len());
-        for raw in round {
-            let decoded = decoders[raw.stream].decode(&raw)?;
-            let name = &engine.streams().streams[raw.stream].name;
-            dead.rejected(name, &decoded.rejected)?;
-            summary.events += decoded.batch.num_rows() as u64;
-            summary.batches += 1;
-            decoded_round.push((raw.stream, decoded.batch));
-        }
-        let out = engine.process_round(decoded_round).await?;
-        for (s, rows) in &out.late {
-            let name = engine.streams().streams[*s].name.clone();
-            dead.late(&name, engine.watermark(*s), rows)?;
-        }
-        ship(sinks, out.outputs, &temporary, opts).await?;
-        meters.batch.observe(round_started.elapsed().as_secs_f64());
-        if progress.last_flush.elapsed() >= opts.flush_every {
             progress
                 .flush(
                     engine,
@@ -297,7 +303,30 @@ pub async fn run_serving(
                     &mut meters,
                 )
                 .await?;
+            reload(engine, sinks, source, opts, &temporary, &mut dead).await?;
+            Ok::<bool, Error>(false)
+        };
+        // A stop signal also ends a round or flush that waits on a sink.
+        tokio::select! {
+            biased;
+            r = work => {
+                if r? {
+                    drained = true;
+                    break;
+                }
+            }
+            _ = &mut stop => {
+                interrupted = true;
+                break;
+            }
         }
+    }
+    if interrupted {
+        let _ = dead.flush();
+        return Err(Error::Sink {
+            sink: "all".into(),
+            message: "stopped while a sink had not acknowledged the latest results; nothing after the last commit or checkpoint was committed (a restart delivers it again)".into(),
+        });
     }
     if drained {
         let out = engine.finish().await?;
@@ -312,10 +341,30 @@ pub async fn run_serving(
         summary.events as f64 / summary.elapsed.as_secs_f64().max(1e-9),
         started,
     );
-    flush_all(sinks, &mut dead).await?;
     // A clean stop (end of input, Ctrl-C, SIGTERM) leaves a checkpoint of everything done.
-    checkpoint(engine, source, opts, true)?;
-    source.commit().await?;
+    // Stopped by a signal, the sinks get `shutdown_timeout` to acknowledge: a sink that is
+    // down must not keep the process from exiting (nothing unacknowledged is committed, so a
+    // restart re-delivers it).
+    let wrap_up = async {
+        flush_all(sinks, &mut dead).await?;
+        checkpoint(engine, source, opts, true)?;
+        source.commit().await
+    };
+    match opts.shutdown_timeout.filter(|_| !drained) {
+        None => wrap_up.await?,
+        Some(limit) => match tokio::time::timeout(limit, wrap_up).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Sink {
+                    sink: "all".into(),
+                    message: format!(
+                        "results not acknowledged within {:.0} s of the stop signal; stopping without committing them (a restart delivers them again)",
+                        limit.as_secs_f64()
+                    ),
+                })
+            }
+        },
+    }
     if drained && serve_after_drain && requests.is_some() {
         // Input is over but the requester is still asking (a REPL over a replay).
         loop {
@@ -467,6 +516,12 @@ pub async fn ship(
         }
     }
     Ok(())
+}
+
+/// What woke the loop: a round from the source (`None`: drained) or the flush clock.
+enum Tick {
+    Round(Option<Vec<crate::decode::RawBatch>>),
+    Flush,
 }
 
 /// The flush clock and the rate it measures.

@@ -314,6 +314,45 @@ async fn an_outage_of_30_seconds_loses_nothing() {
     }
 }
 
+/// SIGTERM while Elasticsearch is down: the sinks get `--shutdown-timeout` seconds, then runnel
+/// exits with an error that says nothing unacknowledged was committed, instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_during_an_outage_ends_within_the_shutdown_timeout() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--rate", "1000", "--refresh", "0.2"])
+        .args(["--shutdown-timeout", "2", "--es-timeout", "1"])
+        .arg("--queries")
+        .arg(common::root().join("queries"))
+        .arg("--sink")
+        .arg(format!("elasticsearch:{}", server.url))
+        .arg("--dead-letters")
+        .arg(tmp.path().join("dl.ndjson"))
+        .env("RUNNEL_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    server.signal("-CONT");
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(took < Duration::from_secs(15), "took {took:?}:\n{err}");
+    assert!(
+        err.contains("not acknowledged") && err.contains("a restart delivers"),
+        "{err}"
+    );
+}
+
 /// Faults injected in front of the real server, in order, one per connection; then requests
 /// pass through. Records every request head.
 struct FaultProxy {

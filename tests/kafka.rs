@@ -168,6 +168,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
                 status: None,
                 checkpoints: None,
                 reload: None,
+                shutdown_timeout: None,
             };
             pipeline::run(&mut engine, &mut source, &mut sinks, &opts, async {
                 let _ = rx.await;

@@ -384,6 +384,7 @@ async fn a_row_shipped_after_the_checkpoint_is_set_back_from_the_journal() {
             status: None,
             checkpoints: Some(Mutex::new(cp)),
             reload: None,
+            shutdown_timeout: None,
         };
         let mut engine = Engine::new(common::streams(), &defs).await.unwrap();
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NdjsonSink::new(&out).unwrap())];

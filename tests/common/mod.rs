@@ -126,6 +126,7 @@ pub async fn run_pipeline(
         status: None,
         checkpoints: None,
         reload: None,
+        shutdown_timeout: None,
     };
     let summary = pipeline::run(
         &mut engine,
