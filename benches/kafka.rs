@@ -42,6 +42,7 @@ fn start_instance(
     max_wait: Duration,
     counted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    go: Arc<AtomicBool>,
 ) -> Instance {
     let (streams, defs) = catalog();
     let source = KafkaSource::start(
@@ -73,6 +74,11 @@ fn start_instance(
                 .map(|s| StreamDecoder::new(s.clone()).unwrap())
                 .collect();
             let mut latencies = Vec::new();
+            // Held back (a backlog is being produced): the source's poller still joins the
+            // group and prefetches a bounded amount.
+            while !go.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             while !stop.load(Ordering::Relaxed) {
                 let round = tokio::select! {
                     r = source.next() => r.unwrap(),
@@ -102,16 +108,98 @@ fn start_instance(
 }
 
 fn fresh_cluster(brokers: i32) -> LocalBroker {
+    cluster_with(brokers, PARTITIONS, 1)
+}
+
+fn cluster_with(brokers: i32, partitions: i32, replication: i32) -> LocalBroker {
     let b = LocalBroker::start(brokers).unwrap();
     for t in Topic::ALL {
-        b.create_topic(t.topic(), PARTITIONS, 1).unwrap();
+        b.create_topic(t.topic(), partitions, replication).unwrap();
     }
     b
 }
 
+/// Waits until `counted` reaches `n`; panics (naming the shortfall) after five minutes.
+fn wait_for(counted: &AtomicU64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while counted.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} events arrived",
+            counted.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Timings of one experiment over a fresh cluster.
+struct Timed {
+    events: u64,
+    produce_secs: f64,
+    /// From the start of producing to every event through every view.
+    total_secs: f64,
+    /// From releasing the consumers (after the backlog was produced) to every event through
+    /// every view.
+    drain_secs: f64,
+}
+
+/// `instances` consumers (a thread each) in one group settle on a fresh cluster; then
+/// `produce` fills the topics. With `backlog`, the consumers are held back until it is done
+/// and the drain is timed on its own; otherwise they consume while it produces.
+fn experiment(
+    cluster: &LocalBroker,
+    partitions: i32,
+    instances: usize,
+    backlog: bool,
+    produce: impl FnOnce(&str) -> u64,
+) -> Timed {
+    let counted = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(AtomicBool::new(!backlog));
+    let insts: Vec<Instance> = (0..instances)
+        .map(|_| {
+            start_instance(
+                cluster.bootstrap(),
+                "experiment",
+                Duration::from_millis(100),
+                counted.clone(),
+                stop.clone(),
+                go.clone(),
+            )
+        })
+        .collect();
+    settle(&insts, partitions);
+    let started = Instant::now();
+    let events = produce(cluster.bootstrap());
+    let produce_secs = started.elapsed().as_secs_f64();
+    let released = Instant::now();
+    go.store(true, Ordering::SeqCst);
+    wait_for(&counted, events);
+    let t = Timed {
+        events,
+        produce_secs,
+        total_secs: started.elapsed().as_secs_f64(),
+        drain_secs: released.elapsed().as_secs_f64(),
+    };
+    stop.store(true, Ordering::SeqCst);
+    for i in insts {
+        i.thread.join().unwrap();
+    }
+    t
+}
+
+fn generator() -> Generator {
+    Generator::new(
+        7,
+        Clock::Simulated {
+            start_ms: DEFAULT_START_MS,
+        },
+    )
+}
+
 /// Waits until the instances together own every partition, each a share.
-fn settle(instances: &[Instance]) {
-    let total = (Topic::ALL.len() as i32 * PARTITIONS) as usize;
+fn settle(instances: &[Instance], partitions: i32) {
+    let total = (Topic::ALL.len() as i32 * partitions) as usize;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let a: Vec<usize> = instances.iter().map(|i| i.probe.get().len()).collect();
@@ -145,10 +233,11 @@ fn run(brokers: i32, instances: usize, events: u64, rate: Option<u64>, max_wait:
                 max_wait,
                 counted.clone(),
                 stop.clone(),
+                Arc::new(AtomicBool::new(true)),
             )
         })
         .collect();
-    settle(&insts);
+    settle(&insts, PARTITIONS);
     let mut gen = Generator::new(
         7,
         Clock::Simulated {
@@ -285,6 +374,117 @@ fn main() {
     std::fs::write(
         out.join("kafka-instances.svg"),
         bar_chart("Instances (threads) in one group", "events/s", &inst_bars),
+    )
+    .unwrap();
+
+    println!(
+        "\n## Draining a backlog (3 brokers, 12 partitions, {events} events of all six streams)\n"
+    );
+    println!("The consumers are held back while the backlog is produced, then timed alone: decode");
+    println!(
+        "and all shipped views, with the brokers but not the producer sharing the two cores.\n"
+    );
+    println!("| instances (one thread each) | drain seconds | events/s |");
+    println!("|---:|---:|---:|");
+    let mut drain_bars = Vec::new();
+    for n in 1..=2 {
+        let cluster = fresh_cluster(3);
+        let t = experiment(&cluster, PARTITIONS, n, true, |b| {
+            producer::produce(
+                b,
+                &KafkaOptions::default(),
+                &mut generator(),
+                Some(events),
+                None,
+            )
+            .unwrap()
+        });
+        let r = t.events as f64 / t.drain_secs;
+        println!("| {n} | {:.2} | {r:.0} |", t.drain_secs);
+        drain_bars.push((format!("{n} instance(s)"), r));
+    }
+    std::fs::write(
+        out.join("kafka-drain.svg"),
+        bar_chart(
+            "Draining a backlog through all views",
+            "events/s",
+            &drain_bars,
+        ),
+    )
+    .unwrap();
+
+    let tx: u64 = std::env::var("RUNNEL_BENCH_TRANSACTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    println!("\n## Replication factor ({tx} transaction messages, 3 brokers, 24 partitions, one instance consuming while they are produced)\n");
+    println!("| replication | produce seconds | produce + consume through all views, seconds | original design, seconds |");
+    println!("|---:|---:|---:|---:|");
+    let mut repl_bars = Vec::new();
+    for r in 1..=3 {
+        let cluster = cluster_with(3, 24, r);
+        let t = experiment(&cluster, 24, 1, false, |b| {
+            producer::produce_topic(
+                b,
+                &KafkaOptions::default(),
+                &mut generator(),
+                Topic::Transactions,
+                tx,
+            )
+            .unwrap()
+        });
+        println!(
+            "| {r} | {:.2} | {:.2} | about 17-18 |",
+            t.produce_secs, t.total_secs
+        );
+        repl_bars.push((format!("runnel, replication {r}"), t.total_secs));
+    }
+    repl_bars.push(("original (Spark)".to_string(), 17.5));
+    std::fs::write(
+        out.join("kafka-replication.svg"),
+        bar_chart(
+            "Produce + consume 500k transactions (lower is better)",
+            "s",
+            &repl_bars,
+        ),
+    )
+    .unwrap();
+
+    println!("\n## Worker threads ({tx} transaction messages already in the topics, 3 brokers, 24 partitions)\n");
+    println!(
+        "runnel's engine is single-threaded per instance; threads scale it as instances in one"
+    );
+    println!("consumer group, each owning whole partitions.\n");
+    println!("| threads (instances) | processing seconds | events/s | original design, seconds |");
+    println!("|---:|---:|---:|---:|");
+    let mut thread_bars = Vec::new();
+    for (n, original) in [(1usize, 41.8), (2, 24.0)] {
+        let cluster = cluster_with(3, 24, 1);
+        let t = experiment(&cluster, 24, n, true, |b| {
+            producer::produce_topic(
+                b,
+                &KafkaOptions::default(),
+                &mut generator(),
+                Topic::Transactions,
+                tx,
+            )
+            .unwrap()
+        });
+        println!(
+            "| {n} | {:.2} | {:.0} | {original} |",
+            t.drain_secs,
+            t.events as f64 / t.drain_secs
+        );
+        thread_bars.push((format!("runnel, {n} thread(s)"), t.drain_secs));
+        thread_bars.push((format!("original, {n} core(s)"), original));
+    }
+    std::fs::write(
+        out.join("kafka-threads.svg"),
+        bar_chart(
+            "Process 500k transactions (lower is better)",
+            "s",
+            &thread_bars,
+        ),
     )
     .unwrap();
 

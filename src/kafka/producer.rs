@@ -73,14 +73,7 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-/// Produces `count` events (or forever) at `rate` events/s (or as fast as possible).
-pub fn produce(
-    bootstrap: &str,
-    opts: &KafkaOptions,
-    gen: &mut Generator,
-    count: Option<u64>,
-    rate: Option<u64>,
-) -> Result<u64> {
+fn producer(bootstrap: &str, opts: &KafkaOptions) -> Result<BaseProducer> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -90,7 +83,34 @@ pub fn produce(
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "30000");
     opts.apply(&mut c);
-    let producer: BaseProducer = c.create().map_err(|e| err(e.to_string()))?;
+    c.create().map_err(|e| err(e.to_string()))
+}
+
+/// Sends one event, keyed by its entity id, waiting while the local queue is full.
+fn send(producer: &BaseProducer, t: Topic, line: &[u8]) -> Result<()> {
+    let key = string_field(line, key_field(t)).unwrap_or_default();
+    let mut record = BaseRecord::to(t.topic()).payload(line).key(key);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(err(format!("producing to {}: {e}", t.topic()))),
+        }
+    }
+}
+
+/// Produces `count` events (or forever) at `rate` events/s (or as fast as possible).
+pub fn produce(
+    bootstrap: &str,
+    opts: &KafkaOptions,
+    gen: &mut Generator,
+    count: Option<u64>,
+    rate: Option<u64>,
+) -> Result<u64> {
+    let producer = producer(bootstrap, opts)?;
     let mut bufs: [Vec<u8>; 6] = Default::default();
     let started = Instant::now();
     let mut produced = 0u64;
@@ -113,25 +133,53 @@ pub fn produce(
             gen.next_into(&mut bufs);
         }
         for t in Topic::ALL {
-            let buf = std::mem::take(&mut bufs[t as usize]);
-            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let key = string_field(line, key_field(t)).unwrap_or_default();
-                let mut record = BaseRecord::to(t.topic()).payload(line).key(key);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            producer.poll(Duration::from_millis(5));
-                        }
-                        Err((e, _)) => return Err(err(format!("producing to {}: {e}", t.topic()))),
-                    }
-                }
+            for line in bufs[t as usize]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                send(&producer, t, line)?;
             }
-            bufs[t as usize] = buf;
             bufs[t as usize].clear();
         }
         produced += n;
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| err(format!("flushing: {e}")))?;
+    Ok(produced)
+}
+
+/// Produces `count` events of one topic only, as fast as possible (the generator's other
+/// events are dropped): for experiments on a single stream, such as the transactions-only
+/// runs of the original design.
+pub fn produce_topic(
+    bootstrap: &str,
+    opts: &KafkaOptions,
+    gen: &mut Generator,
+    topic: Topic,
+    count: u64,
+) -> Result<u64> {
+    let producer = producer(bootstrap, opts)?;
+    let mut bufs: [Vec<u8>; 6] = Default::default();
+    let mut produced = 0u64;
+    while produced < count {
+        for _ in 0..1024 {
+            gen.next_into(&mut bufs);
+        }
+        for line in bufs[topic as usize]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            if produced == count {
+                break;
+            }
+            send(&producer, topic, line)?;
+            produced += 1;
+        }
+        for b in bufs.iter_mut() {
+            b.clear();
+        }
         producer.poll(Duration::ZERO);
     }
     producer
