@@ -437,3 +437,38 @@ async fn a_row_shipped_after_the_checkpoint_is_set_back_from_the_journal() {
         "P1 only"
     );
 }
+
+/// A checkpoint only fits the views it was taken with: a changed, added or removed view is
+/// refused by name, and nothing is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_other_views_is_refused_by_name() {
+    use runnel::engine::{Engine, ViewDef};
+    let v = |name: &str, sql: &str| {
+        ViewDef::parse(Path::new(&format!("{name}.sql")), &format!("-- v\n{sql}")).unwrap()
+    };
+    let sales = "SELECT product_id, count(*) AS n FROM transactions GROUP BY product_id";
+    let mut a = Engine::new(common::streams(), &[v("sales", sales)])
+        .await
+        .unwrap();
+    let state = a.save_state().unwrap();
+    let changed = sales.replace("count(*)", "sum(quantity)");
+    for (defs, why) in [
+        (vec![v("sales", &changed)], "view `sales` has changed"),
+        (
+            vec![v("sales", sales), v("more", sales)],
+            "view `more` is not in the checkpoint",
+        ),
+        (
+            vec![v("other", sales)],
+            "view `other` is not in the checkpoint",
+        ),
+    ] {
+        let mut b = Engine::new(common::streams(), &defs).await.unwrap();
+        let e = b.restore_state(&state).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    let mut same = Engine::new(common::streams(), &[v("sales", sales)])
+        .await
+        .unwrap();
+    same.restore_state(&state).unwrap();
+}
