@@ -141,6 +141,13 @@ impl KafkaSource {
                 })
                 .collect()
         });
+        let nested = |m: &HashMap<(String, i32), i64>| -> PartMap {
+            let mut out = PartMap::new();
+            for ((t, p), &o) in m {
+                out.entry(t.clone()).or_default().insert(*p, o);
+            }
+            out
+        };
         match &stop_at {
             None => consumer
                 .subscribe(&present)
@@ -176,8 +183,8 @@ impl KafkaSource {
             .collect();
         let lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         let poller = Poller {
-            stop_at,
-            skip,
+            stop_at: stop_at.as_ref().map(nested),
+            skip: nested(&skip),
             consumer: consumer.clone(),
             stream_of,
             cfg,
@@ -231,11 +238,24 @@ struct Pending {
     timestamps: Vec<Option<i64>>,
 }
 
+/// Per topic, per partition: an offset (looked up by `&str`, without allocating).
+type PartMap = HashMap<String, HashMap<i32, i64>>;
+
+fn part_get(m: &PartMap, topic: &str, p: i32) -> Option<i64> {
+    m.get(topic)?.get(&p).copied()
+}
+
+/// Whether every partition of `ends` has been read up to its end.
+fn all_read(ends: &HashMap<(String, i32), i64>, read: &PartMap) -> bool {
+    ends.iter()
+        .all(|((t, p), &end)| part_get(read, t, *p).unwrap_or(0) >= end)
+}
+
 struct Poller {
     /// Backfill: end offset (exclusive) per partition.
-    stop_at: Option<HashMap<(String, i32), i64>>,
+    stop_at: Option<PartMap>,
     /// Per partition: offsets below this are in a restored checkpoint already.
-    skip: HashMap<(String, i32), i64>,
+    skip: PartMap,
     consumer: Arc<BaseConsumer>,
     stream_of: HashMap<String, usize>,
     cfg: KafkaSourceConfig,
@@ -250,46 +270,73 @@ impl Poller {
         // until_end: the end offsets of the assigned partitions when first assigned, and how
         // far each has been read.
         let mut ends: Option<HashMap<(String, i32), i64>> = None;
-        let mut read: HashMap<(String, i32), i64> = HashMap::new();
+        let mut read: PartMap = HashMap::new();
+        let track_read = self.cfg.until_end || self.stop_at.is_some();
+        let mut last_end_check = Instant::now();
         let mut last_check = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            let mut idle = false;
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
-                    let topic = m.topic().to_string();
-                    read.insert((topic.clone(), m.partition()), m.offset() + 1);
-                    let key = (topic.clone(), m.partition());
-                    let restored = self.skip.get(&key).is_some_and(|&o| m.offset() < o)
-                        || self
-                            .stop_at
-                            .as_ref()
-                            .is_some_and(|s| s.get(&key).is_none_or(|&end| m.offset() >= end));
-                    if !restored {
-                        let p = pending.entry(topic).or_insert_with(|| Pending {
-                            data: Vec::new(),
-                            ends: Vec::new(),
-                            offsets: Vec::new(),
-                            timestamps: Vec::new(),
+                    // Per message: no allocation but a topic's first (this loop runs at
+                    // hundreds of thousands of messages a second).
+                    let (topic, part, off) = (m.topic(), m.partition(), m.offset());
+                    if track_read {
+                        match read.get_mut(topic) {
+                            Some(r) => {
+                                r.insert(part, off + 1);
+                            }
+                            None => {
+                                read.insert(topic.to_string(), HashMap::from([(part, off + 1)]));
+                            }
+                        }
+                    }
+                    let restored = (!self.skip.is_empty()
+                        && part_get(&self.skip, topic, part).is_some_and(|o| off < o))
+                        || self.stop_at.as_ref().is_some_and(|s| {
+                            part_get(s, topic, part).is_none_or(|end| off >= end)
                         });
-                        p.data.extend_from_slice(m.payload().unwrap_or_default());
-                        p.data.push(b'\n');
-                        p.ends.push(p.data.len());
-                        p.offsets.push((m.partition(), m.offset()));
-                        p.timestamps.push(m.timestamp().to_millis());
+                    if !restored {
+                        if !pending.contains_key(topic) {
+                            pending.insert(
+                                topic.to_string(),
+                                Pending {
+                                    data: Vec::new(),
+                                    ends: Vec::new(),
+                                    offsets: Vec::new(),
+                                    timestamps: Vec::new(),
+                                },
+                            );
+                        }
+                        if let Some(p) = pending.get_mut(topic) {
+                            p.data.extend_from_slice(m.payload().unwrap_or_default());
+                            p.data.push(b'\n');
+                            p.ends.push(p.data.len());
+                            p.offsets.push((part, off));
+                            p.timestamps.push(m.timestamp().to_millis());
+                        }
                         if count == 0 {
                             started = Instant::now();
                         }
                         count += 1;
                     }
                 }
+                None => idle = true,
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka"),
-                None => {}
             }
             let mut finished = false;
-            if let Some(upto) = &self.stop_at {
-                finished = upto
-                    .iter()
-                    .all(|(k, &end)| read.get(k).copied().unwrap_or(0) >= end);
-            } else if self.cfg.until_end {
+            // Whether the input is over is checked when idle or every 20 ms, not per message.
+            let check_end = idle || last_end_check.elapsed() >= Duration::from_millis(20);
+            if check_end {
+                last_end_check = Instant::now();
+            }
+            if let (Some(upto), true) = (&self.stop_at, check_end) {
+                finished = upto.iter().all(|(t, parts)| {
+                    parts
+                        .iter()
+                        .all(|(p, &end)| part_get(&read, t, *p).unwrap_or(0) >= end)
+                });
+            } else if self.cfg.until_end && check_end {
                 // A rebalance (another instance joining or leaving the group) changes which
                 // partitions this instance must drain: take their end offsets afresh.
                 if ends.is_some() && last_check.elapsed() >= Duration::from_millis(100) {
@@ -317,7 +364,9 @@ impl Poller {
                         for e in c.elements() {
                             if let Offset::Offset(o) = e.offset() {
                                 let r = read
-                                    .entry((e.topic().to_string(), e.partition()))
+                                    .entry(e.topic().to_string())
+                                    .or_default()
+                                    .entry(e.partition())
                                     .or_insert(0);
                                 *r = (*r).max(o);
                             }
@@ -325,9 +374,7 @@ impl Poller {
                     }
                 }
                 if let Some(e) = &ends {
-                    finished = e
-                        .iter()
-                        .all(|(k, &end)| read.get(k).copied().unwrap_or(0) >= end);
+                    finished = all_read(e, &read);
                 }
             }
             let full = count >= self.cfg.max_records;
