@@ -173,6 +173,42 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
+/// Checkpoint cost with every shipped view after ~450k events of default traffic: taking the
+/// engine's state and writing it (Arrow IPC, fsync, rename), and reading it back into an
+/// engine.
+fn bench_checkpoint(c: &mut Criterion) {
+    use runnel::checkpoint::Checkpoints;
+    let (streams, defs) = catalog();
+    let rt = rt();
+    let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
+    let mut feed = Feed::new(&streams, 3);
+    let rounds: Vec<_> = (0..55).map(|_| feed.round(BATCH)).collect();
+    rt.block_on(pipe.run(&rounds));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cp, _) = Checkpoints::open(dir.path(), std::time::Duration::ZERO).unwrap();
+    let positions: runnel::checkpoint::Positions = [("transaction_data/0".to_string(), 1)].into();
+    let mut g = c.benchmark_group("checkpoint");
+    g.sample_size(20);
+    g.bench_function("save state + write (16 views, 450k events in)", |b| {
+        b.iter(|| {
+            let st = pipe.engine.save_state().unwrap();
+            cp.write(&st, &positions).unwrap();
+        })
+    });
+    println!("checkpoint size: {} bytes", cp.last_bytes);
+    let mut fresh = rt.block_on(Pipe::new(&streams, &defs));
+    g.bench_function("read + restore", |b| {
+        b.iter(|| {
+            let (_, r) = Checkpoints::open(dir.path(), std::time::Duration::ZERO).unwrap();
+            fresh
+                .engine
+                .restore_state(r.state.as_ref().unwrap())
+                .unwrap();
+        })
+    });
+    g.finish();
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -265,7 +301,13 @@ fn busy(engine: &Engine) -> Vec<(String, std::time::Duration)> {
     out
 }
 
-criterion_group!(benches, bench_generator, bench_decode, bench_pipeline);
+criterion_group!(
+    benches,
+    bench_generator,
+    bench_decode,
+    bench_pipeline,
+    bench_checkpoint
+);
 
 fn main() {
     benches();

@@ -293,9 +293,10 @@ impl Poller {
                     }
                     let restored = (!self.skip.is_empty()
                         && part_get(&self.skip, topic, part).is_some_and(|o| off < o))
-                        || self.stop_at.as_ref().is_some_and(|s| {
-                            part_get(s, topic, part).is_none_or(|end| off >= end)
-                        });
+                        || self
+                            .stop_at
+                            .as_ref()
+                            .is_some_and(|s| part_get(s, topic, part).is_none_or(|end| off >= end));
                     if !restored {
                         if !pending.contains_key(topic) {
                             pending.insert(
