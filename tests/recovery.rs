@@ -471,4 +471,12 @@ async fn a_checkpoint_of_other_views_is_refused_by_name() {
         .await
         .unwrap();
     same.restore_state(&state).unwrap();
+    // A temporary view (the REPL's CREATE VIEW) is not checkpointed: a restart without it
+    // restores, and restoring into an engine that has one works too.
+    a.add_view(&v("scratch", sales)).await.unwrap();
+    let with_scratch = a.save_state().unwrap();
+    assert!(with_scratch.views.iter().all(|v| v.name != "scratch"));
+    same.restore_state(&with_scratch).unwrap();
+    same.add_view(&v("scratch2", sales)).await.unwrap();
+    same.restore_state(&with_scratch).unwrap();
 }

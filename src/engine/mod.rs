@@ -237,6 +237,8 @@ pub struct Engine {
     /// The most recent events of each event stream, for ad-hoc queries (0: none kept).
     recent_window: usize,
     recent_events: Vec<VecDeque<RecordBatch>>,
+    /// Parts of views added while running (the REPL's temporary views): never checkpointed.
+    temporary: HashSet<String>,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -336,6 +338,7 @@ impl Engine {
             stats: vec![StreamStats::default(); n],
             recent_window: 0,
             recent_events: vec![VecDeque::new(); n],
+            temporary: HashSet::new(),
         })
     }
 
@@ -394,6 +397,9 @@ impl Engine {
             return Err(e);
         }
         self.mark_readers();
+        for v in &self.views[before..] {
+            self.temporary.insert(v.info.name.clone());
+        }
         let mut changed = HashSet::new();
         let mut out = StepOutput::default();
         for i in before..self.views.len() {

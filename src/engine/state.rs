@@ -41,6 +41,8 @@ pub struct EngineState {
 
 impl Engine {
     /// The engine's state now (between rounds). Cost: a copy of every view's rows and groups.
+    /// Views added while running (the REPL's temporary views) are left out: a restart does
+    /// not have them.
     pub fn save_state(&mut self) -> Result<EngineState> {
         let mut st = EngineState::default();
         for (i, s) in self.streams.streams.iter().enumerate() {
@@ -56,6 +58,9 @@ impl Engine {
             }
         }
         for v in &mut self.views {
+            if self.temporary.contains(&v.info.name) {
+                continue;
+            }
             let result = match v.result.as_mut() {
                 Some(r) => Some(r.snapshot()?),
                 None => None,
@@ -85,6 +90,7 @@ impl Engine {
         let now: Vec<(&str, &str)> = self
             .views
             .iter()
+            .filter(|v| !self.temporary.contains(&v.info.name))
             .map(|v| (v.info.name.as_str(), v.info.sql.as_str()))
             .collect();
         for (name, sql) in &now {
