@@ -417,22 +417,23 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500_000);
+    let produce_transactions = |b: &str| {
+        producer::produce_topic(
+            b,
+            &KafkaOptions::default(),
+            &mut generator(),
+            Topic::Transactions,
+            tx,
+        )
+        .unwrap()
+    };
     println!("\n## Replication factor ({tx} transaction messages, 3 brokers, 24 partitions, one instance consuming while they are produced)\n");
     println!("| replication | produce seconds | produce + consume through all views, seconds | original design, seconds |");
     println!("|---:|---:|---:|---:|");
     let mut repl_bars = Vec::new();
     for r in 1..=3 {
         let cluster = cluster_with(3, 24, r);
-        let t = experiment(&cluster, 24, 1, false, |b| {
-            producer::produce_topic(
-                b,
-                &KafkaOptions::default(),
-                &mut generator(),
-                Topic::Transactions,
-                tx,
-            )
-            .unwrap()
-        });
+        let t = experiment(&cluster, 24, 1, false, produce_transactions);
         println!(
             "| {r} | {:.2} | {:.2} | about 17-18 |",
             t.produce_secs, t.total_secs
@@ -460,16 +461,7 @@ fn main() {
     let mut thread_bars = Vec::new();
     for (n, original) in [(1usize, 41.8), (2, 24.0)] {
         let cluster = cluster_with(3, 24, 1);
-        let t = experiment(&cluster, 24, n, true, |b| {
-            producer::produce_topic(
-                b,
-                &KafkaOptions::default(),
-                &mut generator(),
-                Topic::Transactions,
-                tx,
-            )
-            .unwrap()
-        });
+        let t = experiment(&cluster, 24, n, true, produce_transactions);
         println!(
             "| {n} | {:.2} | {:.0} | {original} |",
             t.drain_secs,

@@ -45,18 +45,9 @@ struct Manifest {
     epoch: u64,
     written_at_ms: i64,
     positions: Positions,
-    streams: Vec<StreamEntry>,
+    streams: Vec<StreamState>,
     tables: Vec<(String, String)>,
     views: Vec<ViewEntry>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StreamEntry {
-    name: String,
-    max_event_time: Option<i64>,
-    events: u64,
-    late: u64,
-    batches: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -268,6 +259,7 @@ impl Checkpoints {
     /// the sinks see them).
     pub fn journal(&mut self, outputs: &[ViewOutput]) -> Result<()> {
         let mut wrote = false;
+        let path = journal_path(&self.dir, self.epoch);
         for o in outputs {
             if o.view.mode != OutputMode::Update || o.view.hidden {
                 continue;
@@ -292,7 +284,6 @@ impl Checkpoints {
                         key,
                     })
                     .map_err(|e| Error::Checkpoint(e.to_string()))?;
-                    let path = journal_path(&self.dir, self.epoch);
                     self.journal
                         .write_all(&line)
                         .and_then(|_| self.journal.write_all(b"\n"))
@@ -303,7 +294,6 @@ impl Checkpoints {
         }
         if wrote {
             // To the OS before any sink sees these rows: a killed process loses nothing here.
-            let path = journal_path(&self.dir, self.epoch);
             self.journal.flush().map_err(|e| Error::io(&path, e))?;
         }
         Ok(())
@@ -343,17 +333,7 @@ impl Checkpoints {
             epoch,
             written_at_ms: crate::decode::now_ms(),
             positions: positions.clone(),
-            streams: state
-                .streams
-                .iter()
-                .map(|s| StreamEntry {
-                    name: s.name.clone(),
-                    max_event_time: s.max_event_time,
-                    events: s.events,
-                    late: s.late,
-                    batches: s.batches,
-                })
-                .collect(),
+            streams: state.streams.clone(),
             tables,
             views,
         };
@@ -453,17 +433,7 @@ fn read_checkpoint(dir: &Path) -> Result<(EngineState, Positions)> {
     }
     let part = |f: &String| read_ipc(&dir.join(f));
     let state = EngineState {
-        streams: m
-            .streams
-            .into_iter()
-            .map(|s| StreamState {
-                name: s.name,
-                max_event_time: s.max_event_time,
-                events: s.events,
-                late: s.late,
-                batches: s.batches,
-            })
-            .collect(),
+        streams: m.streams,
         tables: m
             .tables
             .iter()

@@ -537,16 +537,8 @@ fn reloader(a: &RunArgs, streams: &Streams) -> Option<Mutex<runnel::reload::Relo
             }))
         }
         SourceSpec::Kafka(hosts) => {
-            let cfg = KafkaSourceConfig {
-                bootstrap: hosts.clone(),
-                group: format!("{}-rebuild", a.group),
-                options: KafkaOptions::parse(&a.kafka.kafka_options).ok()?,
-                max_records: batch,
-                max_wait: Duration::from_millis(a.max_wait_ms),
-                until_end: false,
-                resume: Positions::new(),
-                stop_at: None,
-            };
+            // The run's own settings; a replay reads by assignment, outside the group.
+            let cfg = kafka_config(a, hosts, Positions::new()).ok()?;
             Some(Arc::new(move |upto: &Positions| {
                 let mut c = cfg.clone();
                 c.stop_at = Some(upto.clone());
@@ -661,18 +653,23 @@ fn build_source(
             Box::new(FileSource::open_at(dir, streams, a.batch_size, &resume)?)
         }
         SourceSpec::Kafka(hosts) => Box::new(KafkaSource::start(
-            KafkaSourceConfig {
-                bootstrap: hosts.clone(),
-                group: a.group.clone(),
-                options: KafkaOptions::parse(&a.kafka.kafka_options).map_err(anyhow::Error::msg)?,
-                max_records: a.batch_size,
-                max_wait: Duration::from_millis(a.max_wait_ms),
-                until_end: a.until_drained,
-                resume,
-                stop_at: None,
-            },
+            kafka_config(a, hosts, resume)?,
             streams,
         )?),
+    })
+}
+
+/// The Kafka source as `run`'s flags configure it, resuming at `resume`.
+fn kafka_config(a: &RunArgs, hosts: &str, resume: Positions) -> anyhow::Result<KafkaSourceConfig> {
+    Ok(KafkaSourceConfig {
+        bootstrap: hosts.to_string(),
+        group: a.group.clone(),
+        options: KafkaOptions::parse(&a.kafka.kafka_options).map_err(anyhow::Error::msg)?,
+        max_records: a.batch_size,
+        max_wait: Duration::from_millis(a.max_wait_ms),
+        until_end: a.until_drained,
+        resume,
+        stop_at: None,
     })
 }
 

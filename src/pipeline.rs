@@ -170,16 +170,13 @@ async fn next_request(rx: &mut Option<&mut mpsc::Receiver<Request>>) -> Option<R
 }
 
 /// Answers one request; returns the name of a view it added.
-async fn serve(engine: &mut Engine, req: Request, ctx: Ctx<'_>) -> Option<String> {
+async fn serve(engine: &mut Engine, req: Request, ctx: Ctx<'_>) {
     match req {
         Request::Tables(tx) => {
             let _ = tx.send(engine.tables());
         }
         Request::AddView(def, tx) => {
-            let added = engine.add_view(&def).await;
-            let name = added.as_ref().ok().map(|v| v.name.clone());
-            let _ = tx.send(added);
-            return name;
+            let _ = tx.send(engine.add_view(&def).await);
         }
         Request::Plan(view, tx) => {
             let _ = tx.send(engine.plan_text(&view));
@@ -188,7 +185,6 @@ async fn serve(engine: &mut Engine, req: Request, ctx: Ctx<'_>) -> Option<String
             let _ = tx.send(status(engine, &ctx));
         }
     }
-    None
 }
 
 /// Runs until the source is drained (then closes all windows) or `stop` resolves. Sinks are
@@ -234,7 +230,6 @@ pub async fn run_serving(
     tokio::pin!(stop);
     let mut drained = false;
     let mut meters = Meters::default();
-    let mut temporary: std::collections::HashSet<String> = Default::default();
     // Set when a stop signal interrupts a round or a flush (a sink not acknowledging).
     let mut interrupted = false;
     loop {
@@ -253,9 +248,7 @@ pub async fn run_serving(
                     sinks: sink_counters(sinks),
                     lag: source.lag(),
                 };
-                if let Some(v) = serve(engine, req, ctx).await {
-                    temporary.insert(v);
-                }
+                serve(engine, req, ctx).await;
                 continue;
             }
             r = source.next() => Tick::Round(r?),
@@ -285,7 +278,7 @@ pub async fn run_serving(
                         let name = engine.streams().streams[*s].name.clone();
                         dead.late(&name, engine.watermark(*s), rows)?;
                     }
-                    ship(sinks, out.outputs, &temporary, opts).await?;
+                    ship(sinks, out.outputs, engine.temporary(), opts).await?;
                     meters.batch.observe(round_started.elapsed().as_secs_f64());
                     if progress.last_flush.elapsed() < opts.flush_every {
                         return Ok(false);
@@ -303,7 +296,7 @@ pub async fn run_serving(
                     &mut meters,
                 )
                 .await?;
-            reload(engine, sinks, source, opts, &temporary, &mut dead).await?;
+            reload(engine, sinks, source, opts, &mut dead).await?;
             Ok::<bool, Error>(false)
         };
         // A stop signal also ends a round or flush that waits on a sink.
@@ -330,7 +323,7 @@ pub async fn run_serving(
     }
     if drained {
         let out = engine.finish().await?;
-        ship(sinks, out.outputs, &temporary, opts).await?;
+        ship(sinks, out.outputs, engine.temporary(), opts).await?;
     }
     summary.elapsed = started.elapsed();
     summary.malformed = dead.malformed;
@@ -431,7 +424,6 @@ async fn reload(
     sinks: &mut [Box<dyn Sink>],
     source: &mut dyn Source,
     opts: &PipelineOptions,
-    temporary: &std::collections::HashSet<String>,
     dead: &mut DeadLetters,
 ) -> Result<()> {
     let Some(r) = &opts.reload else {
@@ -454,9 +446,11 @@ async fn reload(
         Some(Ok(defs)) => defs,
     };
     let t = Instant::now();
+    // The REPL's temporary views go with the old engine; their rows never reach a sink.
+    let temporary = engine.temporary().clone();
     let to = crate::reload::Ship {
         sinks: &mut *sinks,
-        temporary,
+        temporary: &temporary,
         opts,
     };
     let shipped = crate::reload::apply(engine, &defs, source.positions(), backfill, to).await;
@@ -494,7 +488,7 @@ fn oldest_event_ms(raw: &crate::decode::RawBatch) -> Option<i64> {
     }
 }
 
-/// Changes to the sinks, leaving out temporary (REPL) views; journaled first when
+/// Changes to the sinks, leaving out `temporary` (REPL) views; journaled first when
 /// checkpointing (see [`crate::checkpoint`]).
 pub async fn ship(
     sinks: &mut [Box<dyn Sink>],

@@ -315,18 +315,9 @@ fn a_config_file_supplies_options_below_flags() {
     );
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn metrics_and_health_endpoints() {
-    use std::io::BufRead;
+    use common::{http_get, metrics_addr};
     let tmp = tempfile::tempdir().unwrap();
     let mut child = runnel()
         .args([
@@ -344,14 +335,7 @@ fn metrics_and_health_endpoints() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("a metrics line").unwrap();
-        if let Some(rest) = line.strip_prefix("metrics: http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let addr = metrics_addr(&mut child);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let m = http_get(&addr, "/metrics");
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");

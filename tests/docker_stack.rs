@@ -257,29 +257,11 @@ fn the_original_systems_panels_are_there() {
     }
 }
 
-/// `GET path` on a plain HTTP/1.1 server.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The operations dashboard reads Prometheus, which scrapes runnel at the port its compose
 /// command serves metrics on; every metric a panel queries is one the real binary exposes
 /// (scraped here from a run against a Kafka-protocol broker, with checkpoints on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_dashboard_queries_metrics_runnel_exposes() {
-    use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
-    use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
-    use std::io::BufRead;
-
     let compose = yaml("docker/docker-compose.yml");
     let run = strings(&compose["services"]["runnel"]["command"]);
     let at = run
@@ -319,23 +301,8 @@ async fn the_operations_dashboard_queries_metrics_runnel_exposes() {
     }
     assert!(names.len() >= 12, "{names:?}");
 
-    let broker = LocalBroker::start(1).unwrap();
-    for t in Topic::ALL {
-        broker.create_topic(t.topic(), 2, 1).unwrap();
-    }
-    let bootstrap = broker.bootstrap().to_string();
-    let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = Generator::new(
-            1,
-            Clock::Simulated {
-                start_ms: DEFAULT_START_MS,
-            },
-        );
-        producer::produce(&b, &KafkaOptions::default(), &mut g, Some(5000), None).unwrap()
-    })
-    .await
-    .unwrap();
+    let (_broker, bootstrap) = common::kafka_cluster(1, 2);
+    common::produce_generated(&bootstrap, 1, 5000).await;
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .current_dir(common::root())
@@ -352,17 +319,10 @@ async fn the_operations_dashboard_queries_metrics_runnel_exposes() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("a metrics line").unwrap();
-        if let Some(rest) = line.strip_prefix("metrics: http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let addr = common::metrics_addr(&mut child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let missing = loop {
-        let m = http_get(&addr, "/metrics");
+        let m = common::http_get(&addr, "/metrics");
         let missing: Vec<&String> = names
             .iter()
             .filter(|n| {

@@ -12,8 +12,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
-use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
+
+use runnel::kafka::KafkaOptions;
 use runnel::source::kafka::{KafkaSource, KafkaSourceConfig};
 
 /// Order-insensitive views: no windows, no lookups.
@@ -53,24 +53,9 @@ async fn consume(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_replay_equals_file_replay() {
-    let broker = LocalBroker::start(3).unwrap();
-    for t in Topic::ALL {
-        broker.create_topic(t.topic(), 4, 1).unwrap();
-    }
-    let bootstrap = broker.bootstrap().to_string();
+    let (_broker, bootstrap) = kafka_cluster(3, 4);
     let n = 30_000u64;
-    let b2 = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = Generator::new(
-            21,
-            Clock::Simulated {
-                start_ms: DEFAULT_START_MS,
-            },
-        );
-        producer::produce(&b2, &KafkaOptions::default(), &mut g, Some(n), None).unwrap()
-    })
-    .await
-    .unwrap();
+    produce_generated(&bootstrap, 21, n).await;
 
     let out = tempfile::tempdir().unwrap();
     let got = consume(&bootstrap, "g1", out.path()).await;
@@ -124,11 +109,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
     use runnel::pipeline::{self, PipelineOptions};
     use runnel::sink::{ndjson::NdjsonSink, Sink};
 
-    let broker = LocalBroker::start(3).unwrap();
-    for t in Topic::ALL {
-        broker.create_topic(t.topic(), 4, 1).unwrap();
-    }
-    let bootstrap = broker.bootstrap().to_string();
+    let (_broker, bootstrap) = kafka_cluster(3, 4);
     let defs = views_named(&[
         "queries/product_sales.sql",
         "queries/review_sentiment.sql",
@@ -194,18 +175,7 @@ async fn two_instances_in_one_group_split_the_work_and_their_union_is_exact() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let n = 20_000u64;
-    let b2 = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = Generator::new(
-            33,
-            Clock::Simulated {
-                start_ms: DEFAULT_START_MS,
-            },
-        );
-        producer::produce(&b2, &KafkaOptions::default(), &mut g, Some(n), None).unwrap()
-    })
-    .await
-    .unwrap();
+    produce_generated(&bootstrap, 33, n).await;
     let files = tempfile::tempdir().unwrap();
     generate(files.path(), 33, n as usize);
     let want = oracle(files.path(), &defs).await;
@@ -302,24 +272,9 @@ fn unreachable_broker_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_lag_is_measured() {
     use runnel::source::Source;
-    let broker = LocalBroker::start(1).unwrap();
-    for t in Topic::ALL {
-        broker.create_topic(t.topic(), 2, 1).unwrap();
-    }
-    let bootstrap = broker.bootstrap().to_string();
+    let (_broker, bootstrap) = kafka_cluster(1, 2);
     let n = 20_000u64;
-    let b2 = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = Generator::new(
-            3,
-            Clock::Simulated {
-                start_ms: DEFAULT_START_MS,
-            },
-        );
-        producer::produce(&b2, &KafkaOptions::default(), &mut g, Some(n), None).unwrap()
-    })
-    .await
-    .unwrap();
+    produce_generated(&bootstrap, 3, n).await;
     let mut source = KafkaSource::start(
         KafkaSourceConfig {
             bootstrap,

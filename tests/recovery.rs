@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use common::osmem::{documents, Server};
 use common::{assert_same, read_ndjson, root, Rows};
-use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
-use runnel::kafka::{broker::LocalBroker, producer, KafkaOptions};
+use runnel::generate::DEFAULT_START_MS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 
@@ -233,25 +232,9 @@ const KAFKA_VIEWS: [&str; 6] = [
 fn a_kafka_consumer_killed_at_ten_points_ends_equal_to_an_uninterrupted_run_in_ndjson_and_elasticsearch(
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let broker = LocalBroker::start(3).unwrap();
-    for t in Topic::ALL {
-        broker.create_topic(t.topic(), 4, 1).unwrap();
-    }
-    let bootstrap = broker.bootstrap().to_string();
-    let mut g = Generator::new(
-        5,
-        Clock::Simulated {
-            start_ms: DEFAULT_START_MS,
-        },
-    );
-    producer::produce(
-        &bootstrap,
-        &KafkaOptions::default(),
-        &mut g,
-        Some(150_000),
-        None,
-    )
-    .unwrap();
+    let (_broker, bootstrap) = common::kafka_cluster(3, 4);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(common::produce_generated(&bootstrap, 5, 150_000));
     let es = Server::start();
     let queries = queries_dir(&tmp.path().join("queries"), &KAFKA_VIEWS);
     let views = s(&KAFKA_VIEWS);
@@ -302,7 +285,6 @@ fn a_kafka_consumer_killed_at_ten_points_ends_equal_to_an_uninterrupted_run_in_n
     assert_eq!(kills.mid_stream, 10, "{kills:?}");
     assert_eq!(kills.resumed, 9, "{kills:?}");
     let (want, got) = (results(&full, &views), results(&out, &views));
-    let rt = tokio::runtime::Runtime::new().unwrap();
     for v in &views {
         assert!(!want[v].is_empty(), "{v} is empty");
         assert_same(v, &got[v], &want[v]);

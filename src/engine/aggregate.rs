@@ -176,18 +176,24 @@ impl GroupState {
         Ok(())
     }
 
+    /// The group columns of the given groups (none for a global aggregate).
+    fn group_columns(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        if self.num_group_cols == 0 {
+            return Ok(Vec::new());
+        }
+        let parser = self.converter.parser();
+        let rows: Vec<_> = slots
+            .iter()
+            .filter_map(|&s| self.slots[s].as_ref())
+            .map(|st| parser.parse(&st.key))
+            .collect();
+        Ok(self.converter.convert_rows(rows)?)
+    }
+
     /// Current values of the given groups: group columns, then one column per aggregate.
     pub fn evaluate(&mut self, slots: &[usize]) -> Result<RecordBatch> {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_schema.fields().len());
-        if self.num_group_cols > 0 {
-            let parser = self.converter.parser();
-            let rows: Vec<_> = slots
-                .iter()
-                .filter_map(|&s| self.slots[s].as_ref())
-                .map(|st| parser.parse(&st.key))
-                .collect();
-            cols.extend(self.converter.convert_rows(rows)?);
-        }
+        cols.extend(self.group_columns(slots)?);
         for j in 0..self.aggs.len() {
             let mut vals = Vec::with_capacity(slots.len());
             for &s in slots {
@@ -244,15 +250,7 @@ impl GroupState {
             return Ok(RecordBatch::new_empty(schema.clone()));
         }
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        if self.num_group_cols > 0 {
-            let parser = self.converter.parser();
-            let rows: Vec<_> = live
-                .iter()
-                .filter_map(|&s| self.slots[s].as_ref())
-                .map(|st| parser.parse(&st.key))
-                .collect();
-            cols.extend(self.converter.convert_rows(rows)?);
-        }
+        cols.extend(self.group_columns(&live)?);
         for (j, &w) in self.state_widths.iter().enumerate() {
             let mut per_col: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); w];
             for &s in &live {

@@ -378,6 +378,12 @@ impl Engine {
         &self.streams
     }
 
+    /// Views added while running (the REPL's temporary views, hidden parts included): they
+    /// never reach a sink and are never checkpointed.
+    pub fn temporary(&self) -> &HashSet<String> {
+        &self.temporary
+    }
+
     /// Keeps the latest `rows` events of each event stream for [`Engine::tables`] (the REPL's
     /// window over a stream). Zero, the default, keeps none.
     pub fn keep_recent_events(&mut self, rows: usize) {

@@ -9,7 +9,7 @@ use super::{Engine, ViewKind};
 use crate::error::{Error, Result};
 
 /// One stream's position in event time and its counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamState {
     pub name: String,
     pub max_event_time: Option<i64>,

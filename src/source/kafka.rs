@@ -133,30 +133,16 @@ impl KafkaSource {
             .copied()
             .filter(|t| existing.contains(t))
             .collect();
-        let stop_at: Option<HashMap<(String, i32), i64>> = cfg.stop_at.as_ref().map(|p| {
-            p.iter()
-                .filter_map(|(k, &o)| {
-                    let (t, part) = k.rsplit_once('/')?;
-                    Some(((t.to_string(), part.parse().ok()?), o))
-                })
-                .collect()
-        });
-        let nested = |m: &HashMap<(String, i32), i64>| -> PartMap {
-            let mut out = PartMap::new();
-            for ((t, p), &o) in m {
-                out.entry(t.clone()).or_default().insert(*p, o);
-            }
-            out
-        };
+        let stop_at: Option<PartMap> = cfg.stop_at.as_ref().map(part_map);
         match &stop_at {
             None => consumer
                 .subscribe(&present)
                 .map_err(|e| err(e.to_string()))?,
             Some(upto) => {
                 let mut tpl = TopicPartitionList::new();
-                for ((t, p), &o) in upto {
-                    if o > 0 && present.contains(&t.as_str()) {
-                        tpl.add_partition_offset(t, *p, Offset::Beginning)
+                for (t, parts) in upto.iter().filter(|(t, _)| present.contains(&t.as_str())) {
+                    for (&p, _) in parts.iter().filter(|(_, &o)| o > 0) {
+                        tpl.add_partition_offset(t, p, Offset::Beginning)
                             .map_err(|e| err(e.to_string()))?;
                     }
                 }
@@ -173,18 +159,10 @@ impl KafkaSource {
             .map(|(i, s)| (s.topic.clone(), i))
             .collect();
         let positions = cfg.resume.clone();
-        let skip: HashMap<(String, i32), i64> = cfg
-            .resume
-            .iter()
-            .filter_map(|(k, &o)| {
-                let (t, p) = k.rsplit_once('/')?;
-                Some(((t.to_string(), p.parse().ok()?), o))
-            })
-            .collect();
         let lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         let poller = Poller {
-            stop_at: stop_at.as_ref().map(nested),
-            skip: nested(&skip),
+            stop_at,
+            skip: part_map(&cfg.resume),
             consumer: consumer.clone(),
             stream_of,
             cfg,
@@ -240,6 +218,20 @@ struct Pending {
 
 /// Per topic, per partition: an offset (looked up by `&str`, without allocating).
 type PartMap = HashMap<String, HashMap<i32, i64>>;
+
+/// Positions (`topic/partition` -> offset) as a `PartMap`; malformed keys are ignored.
+fn part_map(p: &Positions) -> PartMap {
+    let mut out = PartMap::new();
+    for (k, &o) in p {
+        if let Some((t, part)) = k
+            .rsplit_once('/')
+            .and_then(|(t, p)| Some((t, p.parse().ok()?)))
+        {
+            out.entry(t.to_string()).or_default().insert(part, o);
+        }
+    }
+    out
+}
 
 fn part_get(m: &PartMap, topic: &str, p: i32) -> Option<i64> {
     m.get(topic)?.get(&p).copied()

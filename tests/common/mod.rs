@@ -241,3 +241,70 @@ pub fn assert_same(view: &str, got: &Rows, want: &Rows) {
         );
     }
 }
+
+/// A local Kafka-protocol broker (librdkafka's mock cluster) with the six topics, and its
+/// bootstrap address.
+pub fn kafka_cluster(
+    brokers: i32,
+    partitions: i32,
+) -> (runnel::kafka::broker::LocalBroker, String) {
+    let broker = runnel::kafka::broker::LocalBroker::start(brokers).unwrap();
+    for t in Topic::ALL {
+        broker.create_topic(t.topic(), partitions, 1).unwrap();
+    }
+    let bootstrap = broker.bootstrap().to_string();
+    (broker, bootstrap)
+}
+
+/// Produces the generator's first `n` events for `seed` (the events `generate` writes to
+/// files for the same seed and count), as `runnel generate --kafka` does.
+pub async fn produce_generated(bootstrap: &str, seed: u64, n: u64) -> u64 {
+    let bootstrap = bootstrap.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut g = Generator::new(
+            seed,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        runnel::kafka::producer::produce(
+            &bootstrap,
+            &runnel::kafka::KafkaOptions::default(),
+            &mut g,
+            Some(n),
+            None,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `GET path` on a plain HTTP/1.1 server; the whole answer, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The address a `runnel run --metrics ...` child prints on stderr; the rest of its stderr
+/// is drained in the background.
+pub fn metrics_addr(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let addr = loop {
+        let line = lines.next().expect("a metrics line").unwrap();
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    addr
+}
