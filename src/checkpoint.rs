@@ -56,6 +56,9 @@ struct ViewEntry {
     sql: String,
     result: Option<String>,
     groups: Option<String>,
+    /// Interval joins: the rows each side retains (left, right).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    join: Option<(String, String)>,
 }
 
 /// A key handed to a sink after the last checkpoint.
@@ -326,6 +329,10 @@ impl Checkpoints {
                 sql: v.sql.clone(),
                 result: v.result.as_ref().map(&mut write_part).transpose()?,
                 groups: v.groups.as_ref().map(&mut write_part).transpose()?,
+                join: match &v.join {
+                    Some((l, r)) => Some((write_part(l)?, write_part(r)?)),
+                    None => None,
+                },
             });
         }
         let manifest = Manifest {
@@ -448,6 +455,10 @@ fn read_checkpoint(dir: &Path) -> Result<(EngineState, Positions)> {
                     sql: v.sql.clone(),
                     result: v.result.as_ref().map(part).transpose()?,
                     groups: v.groups.as_ref().map(part).transpose()?,
+                    join: match &v.join {
+                        Some((l, r)) => Some((part(l)?, part(r)?)),
+                        None => None,
+                    },
                 })
             })
             .collect::<Result<_>>()?,

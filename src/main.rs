@@ -312,6 +312,14 @@ const BUILTIN_VIEWS: &[(&str, &str)] = &[
     ),
     ("low_stock.sql", include_str!("../queries/low_stock.sql")),
     (
+        "product_pairs.sql",
+        include_str!("../queries/product_pairs.sql"),
+    ),
+    (
+        "product_affinity.sql",
+        include_str!("../queries/product_affinity.sql"),
+    ),
+    (
         "product_sales.sql",
         include_str!("../queries/product_sales.sql"),
     ),

@@ -166,7 +166,22 @@ fn a_file_replay_killed_at_ten_points_ends_equal_to_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     common::generate(&data, 11, 400_000);
-    let queries = root().join("queries");
+    // Every shipped view but the day-long self-join (product_pairs, product_affinity), whose
+    // fan-out is too slow in a debug build for kills timed by checkpoints; a two-minute
+    // interval join stands in for it (product_pairs' own state is restored in
+    // tests/interval_join.rs).
+    let queries = tmp.path().join("queries");
+    std::fs::create_dir_all(&queries).unwrap();
+    for d in common::load_views(&root().join("queries")) {
+        if !d.name.starts_with("product_pairs") && d.name != "product_affinity" {
+            std::fs::copy(&d.path, queries.join(format!("{}.sql", d.name))).unwrap();
+        }
+    }
+    std::fs::copy(
+        root().join("tests/views/view_then_buy.sql"),
+        queries.join("view_then_buy.sql"),
+    )
+    .unwrap();
     let views: Vec<String> = common::load_views(&queries)
         .iter()
         .map(|d| d.name.clone())

@@ -13,6 +13,7 @@
 
 pub mod aggregate;
 pub mod functions;
+mod join;
 pub mod keyed;
 pub mod live;
 mod plan;
@@ -106,6 +107,14 @@ impl ViewInfo {
     }
 }
 
+/// Where a streaming view's rows come from: one event stream's micro-batch, or the rows an
+/// interval join (a hidden view) produced from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feed {
+    Stream(usize),
+    Join(usize),
+}
+
 /// A row-local step above a GROUP BY.
 pub(crate) enum Step {
     Filter(Arc<dyn PhysicalExpr>),
@@ -113,7 +122,7 @@ pub(crate) enum Step {
 }
 
 pub(crate) struct AggregateView {
-    stream: usize,
+    feed: Feed,
     partial: Arc<dyn ExecutionPlan>,
     groups: GroupState,
     chain: Vec<Step>,
@@ -124,10 +133,12 @@ pub(crate) struct AggregateView {
 
 pub(crate) enum ViewKind {
     Stateless {
-        stream: usize,
+        feed: Feed,
         plan: Arc<dyn ExecutionPlan>,
     },
     Aggregate(Box<AggregateView>),
+    /// A join of two event streams bounded in event time; its rows feed the views above it.
+    IntervalJoin(Box<join::IntervalJoin>),
     Recompute {
         plan: Arc<dyn ExecutionPlan>,
     },
@@ -148,6 +159,21 @@ pub(crate) struct CompiledView {
 }
 
 impl CompiledView {
+    /// Rows of state: aggregate groups, or rows an interval join retains.
+    fn state_rows(&self) -> usize {
+        match &self.kind {
+            ViewKind::Aggregate(a) => a.groups.len(),
+            ViewKind::IntervalJoin(j) => j.retained_rows(),
+            _ => 0,
+        }
+    }
+    fn state_bytes(&self) -> usize {
+        match &self.kind {
+            ViewKind::Aggregate(a) => a.groups.size_bytes(),
+            ViewKind::IntervalJoin(j) => j.retained_bytes(),
+            _ => 0,
+        }
+    }
     fn new(info: ViewInfo, kind: ViewKind, inputs: Vec<Input>, result: Option<ViewResult>) -> Self {
         let live = LiveTable::new(info.schema.clone());
         CompiledView {
@@ -450,18 +476,32 @@ impl Engine {
         let mut out = String::new();
         for v in parts {
             let (what, plan) = match &v.kind {
-                ViewKind::Stateless { stream, plan } => (
+                ViewKind::Stateless { feed, plan } => (
                     format!(
-                        "stateless over stream {}: runs on each batch",
-                        self.streams.streams[*stream].name
+                        "stateless over {}: runs on each batch",
+                        self.feed_name(*feed)
                     ),
                     plan,
                 ),
+                ViewKind::IntervalJoin(j) => (
+                    format!(
+                        "interval join of stream {} and stream {} ({} <= right time - left time <= {} ms): \
+                         each side's new rows probe the other side's retained rows by key ({} rows retained); \
+                         left side, then right side:\n{}",
+                        self.streams.streams[j.left.stream].name,
+                        self.streams.streams[j.right.stream].name,
+                        j.lo,
+                        j.hi,
+                        j.retained_rows(),
+                        displayable(j.left.plan.as_ref()).indent(true)
+                    ),
+                    &j.right.plan,
+                ),
                 ViewKind::Aggregate(a) => (
                     format!(
-                        "incremental aggregate over stream {}{}: DataFusion's partial aggregate per \
+                        "incremental aggregate over {}{}: DataFusion's partial aggregate per \
                          batch, merged into per-group state ({} groups)",
-                        self.streams.streams[a.stream].name,
+                        self.feed_name(a.feed),
                         if a.window.is_some() { ", windowed" } else { "" },
                         a.groups.len()
                     ),
@@ -561,22 +601,25 @@ impl Engine {
             .map(|v| ViewStats {
                 name: v.info.name.clone(),
                 rows: v.result.as_ref().map_or(0, |r| r.len()),
-                groups: match &v.kind {
-                    ViewKind::Aggregate(a) => a.groups.len(),
-                    _ => 0,
-                },
-                state_bytes: match &v.kind {
-                    ViewKind::Aggregate(a) => a.groups.size_bytes(),
-                    _ => 0,
-                },
-                busy: self
-                    .views
-                    .iter()
-                    .filter(|h| h.info.path == v.info.path)
-                    .map(|h| h.busy)
-                    .sum(),
+                groups: self.parts_of(v).map(|h| h.state_rows()).sum(),
+                state_bytes: self.parts_of(v).map(|h| h.state_bytes()).sum(),
+                busy: self.parts_of(v).map(|h| h.busy).sum(),
             })
             .collect()
+    }
+
+    /// A view and the hidden parts planned from the same file.
+    fn parts_of<'a>(&'a self, v: &'a CompiledView) -> impl Iterator<Item = &'a CompiledView> {
+        self.views
+            .iter()
+            .filter(move |h| h.info.path == v.info.path)
+    }
+
+    fn feed_name(&self, feed: Feed) -> String {
+        match feed {
+            Feed::Stream(s) => format!("stream {}", self.streams.streams[s].name),
+            Feed::Join(j) => format!("the rows of interval join {}", self.views[j].info.name),
+        }
     }
 
     async fn execute(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
@@ -688,6 +731,11 @@ impl Engine {
             self.views[i].busy += t.elapsed();
         }
         self.stream_tables[stream].data().set(Vec::new());
+        for v in &self.views {
+            if matches!(v.kind, ViewKind::IntervalJoin(_)) {
+                v.live.data().set(Vec::new());
+            }
+        }
         if let Some(table) = self.keyed[stream].as_ref() {
             self.stream_tables[stream]
                 .data()
@@ -750,9 +798,11 @@ impl Engine {
     ) -> Result<(Changes, bool)> {
         let v = &self.views[i];
         match &v.kind {
-            ViewKind::Stateless { stream: s, plan } if *s == stream => {
+            ViewKind::Stateless { feed, plan } if self.fed(*feed, stream) => {
                 let plan = plan.clone();
-                self.stream_tables[stream].data().set(vec![full.clone()]);
+                if let Feed::Stream(_) = feed {
+                    self.stream_tables[stream].data().set(vec![full.clone()]);
+                }
                 let batches = self.execute(&plan).await?;
                 let v = &mut self.views[i];
                 let rows = rewrap(&v.info.schema, &batches)?;
@@ -777,13 +827,45 @@ impl Engine {
                     false,
                 ))
             }
-            ViewKind::Aggregate(a) if a.stream == stream => {
+            ViewKind::IntervalJoin(j) if j.left.stream == stream || j.right.stream == stream => {
+                // Late rows never join: the other side may have let their matches go.
+                self.stream_tables[stream].data().set(vec![on_time.clone()]);
+                let sides = [
+                    (j.left.stream == stream).then(|| j.left.plan.clone()),
+                    (j.right.stream == stream).then(|| j.right.plan.clone()),
+                ];
+                let (ls, rs) = (j.left.stream, j.right.stream);
+                let mut new_rows = Vec::with_capacity(2);
+                for plan in sides {
+                    new_rows.push(match plan {
+                        Some(p) if on_time.num_rows() > 0 => {
+                            let batches = self.execute(&p).await?;
+                            Some(concat_batches(&p.schema(), &batches)?)
+                        }
+                        _ => None,
+                    });
+                }
+                let (wl, wr) = (self.watermark(ls), self.watermark(rs));
+                let v = &mut self.views[i];
+                let ViewKind::IntervalJoin(j) = &mut v.kind else {
+                    return Ok((Changes::none(), false));
+                };
+                let right_new = new_rows.pop().flatten();
+                let left_new = new_rows.pop().flatten();
+                let joined = j.step(left_new, right_new)?;
+                j.evict(wl, wr);
+                v.live.data().set(joined);
+                Ok((Changes::none(), false))
+            }
+            ViewKind::Aggregate(a) if self.fed(a.feed, stream) => {
                 let input = if a.window.is_some() { on_time } else { full };
                 if input.num_rows() == 0 {
                     return Ok((Changes::none(), false));
                 }
                 let partial_plan = a.partial.clone();
-                self.stream_tables[stream].data().set(vec![input.clone()]);
+                if let Feed::Stream(_) = a.feed {
+                    self.stream_tables[stream].data().set(vec![input.clone()]);
+                }
                 let partials = self.execute(&partial_plan).await?;
                 let mut changes = self.merge_partials(i, &partials)?;
                 let windowed =
@@ -802,6 +884,14 @@ impl Engine {
                 Ok((changes, evicted))
             }
             _ => Ok((Changes::none(), false)),
+        }
+    }
+
+    /// Whether a view fed by `feed` has new rows from this batch of `stream`.
+    fn fed(&self, feed: Feed, stream: usize) -> bool {
+        match feed {
+            Feed::Stream(s) => s == stream,
+            Feed::Join(j) => self.views[j].live.data().num_rows() > 0,
         }
     }
 
@@ -1002,7 +1092,7 @@ fn order_views<'a>(ctx: &SessionContext, defs: &'a [ViewDef]) -> (Vec<&'a ViewDe
 }
 
 /// A filter mask with NULL read as false.
-fn null_as_false(b: &BooleanArray) -> BooleanArray {
+pub(crate) fn null_as_false(b: &BooleanArray) -> BooleanArray {
     match b.nulls() {
         Some(n) => BooleanArray::new(b.values() & n.inner(), None),
         None => b.clone(),

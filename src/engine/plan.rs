@@ -21,15 +21,18 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 
 use super::aggregate::{GroupState, WindowSpec};
 use super::functions::interval_ms;
+use super::join::{IntervalJoin, Side};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
-use super::{AggregateView, CompiledView, Engine, Input, Step, ViewInfo, ViewKind};
+use super::{AggregateView, CompiledView, Engine, Feed, Input, Step, ViewInfo, ViewKind};
 use crate::error::{Error, Result};
 
 /// Where a planning error points in the view file.
@@ -287,6 +290,21 @@ fn window_size(e: &Expr, unnested: bool, stream: &str, event_time: &str) -> Opti
     }
 }
 
+/// Whether `e` calls a window function (date_bin or hop) anywhere.
+fn windows_anything(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = e.apply(|x| {
+        if let Expr::ScalarFunction(f) = x {
+            if matches!(f.func.name(), "date_bin" | "hop") {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 fn first_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     if let Some(a) = plan.downcast_ref::<AggregateExec>() {
         return Some(a);
@@ -323,17 +341,24 @@ impl Engine {
         out
     }
 
+    /// Whether `plan` reads an event stream (directly, or through an interval join).
     fn reads_stream(&self, plan: &LogicalPlan) -> bool {
-        self.scans(plan)
-            .iter()
-            .any(|i| matches!(i, Input::Stream(_)))
+        self.scans(plan).iter().any(|i| match i {
+            Input::Stream(_) => true,
+            Input::View(v) => matches!(self.views[*v].kind, ViewKind::IntervalJoin(_)),
+            Input::Table(_) => false,
+        })
     }
 
-    /// `Some(stream)` when `plan` is row-local work (and lookup joins) over one event stream.
-    fn stateless_stream(&self, plan: &LogicalPlan) -> Option<usize> {
+    /// `Some(feed)` when `plan` is row-local work (and lookup joins) over one event stream or
+    /// over an interval join's rows.
+    fn stateless_stream(&self, plan: &LogicalPlan) -> Option<Feed> {
         match plan {
             LogicalPlan::TableScan(t) => match self.input_of(&t.table_name) {
-                Some(Input::Stream(i)) => Some(i),
+                Some(Input::Stream(i)) => Some(Feed::Stream(i)),
+                Some(Input::View(v)) if matches!(self.views[v].kind, ViewKind::IntervalJoin(_)) => {
+                    Some(Feed::Join(v))
+                }
                 _ => None,
             },
             LogicalPlan::Projection(_)
@@ -374,7 +399,7 @@ impl Engine {
     }
 
     /// The Aggregate node when `plan` is row-local nodes over a GROUP BY of a stateless input.
-    fn streaming_aggregate<'a>(&self, plan: &'a LogicalPlan) -> Option<(&'a Aggregate, usize)> {
+    fn streaming_aggregate<'a>(&self, plan: &'a LogicalPlan) -> Option<(&'a Aggregate, Feed)> {
         match plan {
             LogicalPlan::Aggregate(a) => self.stateless_stream(&a.input).map(|s| (a, s)),
             LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
@@ -389,23 +414,26 @@ impl Engine {
     }
 
     /// Why a stateful operator cannot take raw events, and what to write instead.
-    fn explain_unbounded(&self, parent: &LogicalPlan, stream: usize) -> String {
-        let s = self.stream_name(stream);
+    fn explain_unbounded(&self, parent: &LogicalPlan, feed: Feed) -> String {
+        let what = match feed {
+            Feed::Stream(stream) => format!("the raw events of `{}`", self.stream_name(stream)),
+            Feed::Join(_) => "the rows of a stream–stream join".to_string(),
+        };
         match parent {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => format!(
-                "ORDER BY / LIMIT over the raw events of `{s}` would need all of history: aggregate first (GROUP BY) and rank the aggregate"
+                "ORDER BY / LIMIT over {what} would need all of history: aggregate first (GROUP BY) and rank the aggregate"
             ),
             LogicalPlan::Window(_) => format!(
-                "window functions (OVER ...) over the raw events of `{s}` would need all of history: aggregate first, then use OVER in a view over that view"
+                "window functions (OVER ...) over {what} would need all of history: aggregate first, then use OVER in a view over that view"
             ),
             LogicalPlan::Join(_) => format!(
-                "joining the event stream `{s}` with another event stream needs unbounded state: aggregate one side in its own view and join the stream against that view (a lookup join)"
+                "joining {what} with another event stream this way needs unbounded state: {JOIN_HELP}; or aggregate one side in its own view and join the stream against that view (a lookup join)"
             ),
             LogicalPlan::Union(_) => format!(
-                "UNION over the event stream `{s}` is not supported: write one view per stream, then combine the views"
+                "UNION over {what} is not supported: write one view per stream, then combine the views"
             ),
             other => format!(
-                "`{}` over the raw events of `{s}` is not supported by the streaming engine: aggregate first (GROUP BY)",
+                "`{}` over {what} is not supported by the streaming engine: aggregate first (GROUP BY)",
                 other.display()
             ),
         }
@@ -436,6 +464,7 @@ impl Engine {
         }
         let plan = state.optimize(&plan).map_err(|e| view_error(def, &e))?;
         let mut hidden = 0;
+        let plan = self.extract_joins(def, plan, &mut hidden).await?;
         if self.streaming_aggregate(&plan).is_some() || self.stateless_stream(&plan).is_some() {
             let view = self.compile_streaming(def, &def.name, plan, false).await?;
             self.register(view)?;
@@ -483,7 +512,8 @@ impl Engine {
                         Input::Stream(s) => Some(s),
                         _ => None,
                     });
-                    return Err(reject(def, self.explain_unbounded(&plan, s.unwrap_or(0))));
+                    let s = Feed::Stream(s.unwrap_or(0));
+                    return Err(reject(def, self.explain_unbounded(&plan, s)));
                 }
             }
             let mut new_children = Vec::with_capacity(children.len());
@@ -531,7 +561,7 @@ impl Engine {
         let state = self.ctx.state();
         let out_schema = output_schema(plan.schema(), hidden).map_err(|m| reject(def, m))?;
         let inputs = self.scans(&plan);
-        if let Some(stream) = self.stateless_stream(&plan) {
+        if let Some(feed) = self.stateless_stream(&plan) {
             let physical = state
                 .create_physical_plan(&plan)
                 .await
@@ -556,17 +586,16 @@ impl Engine {
             return Ok(CompiledView::new(
                 info,
                 ViewKind::Stateless {
-                    stream,
+                    feed,
                     plan: physical,
                 },
                 inputs,
                 result,
             ));
         }
-        let Some((agg, stream)) = self.streaming_aggregate(&plan) else {
+        let Some((agg, feed)) = self.streaming_aggregate(&plan) else {
             return Err(reject(def, "internal: not a streaming view"));
         };
-        let stream_schema = self.streams.streams[stream].clone();
         if agg
             .group_expr
             .iter()
@@ -579,6 +608,15 @@ impl Engine {
         for (i, g) in agg.group_expr.iter().enumerate() {
             let Some((resolved, unnested)) = resolve_expr(&agg.input, g) else {
                 continue;
+            };
+            let stream_schema = match feed {
+                Feed::Stream(s) => &self.streams.streams[s],
+                Feed::Join(_) => {
+                    if windows_anything(&resolved) {
+                        return Err(reject(def, "windows over the rows of a stream–stream join are not supported: group without a window (the join's time bound already limits which pairs meet), or window one stream in its own view"));
+                    }
+                    continue;
+                }
             };
             if let Some(size) = window_size(
                 &resolved,
@@ -691,7 +729,7 @@ impl Engine {
         Ok(CompiledView::new(
             info,
             ViewKind::Aggregate(Box::new(AggregateView {
-                stream,
+                feed,
                 partial,
                 groups,
                 chain,
@@ -802,4 +840,259 @@ fn resolve_key(def: &ViewDef, schema: &SchemaRef, names: &[String]) -> Result<Ve
             })
         })
         .collect()
+}
+
+/// How to write a join of two event streams that runs with bounded state.
+const JOIN_HELP: &str = "join two event streams on an equality key and a bound on both sides between their event times, e.g. `FROM a JOIN b ON a.customer_id = b.customer_id AND b.t BETWEEN a.t - INTERVAL '1 hour' AND a.t + INTERVAL '1 hour'`, each side reading one stream through filters, projections and lookup joins only";
+
+/// `(column, offset in ms)` when `e` is a column plus or minus constant intervals.
+fn time_term(e: &Expr) -> Option<(Column, i64)> {
+    match unalias(e) {
+        Expr::Column(c) => Some((c.clone(), 0)),
+        Expr::BinaryExpr(b) => {
+            let (c, o) = time_term(&b.left)?;
+            let d = literal_ms(&b.right)?;
+            match b.op {
+                Operator::Plus => Some((c, o.checked_add(d)?)),
+                Operator::Minus => Some((c, o.checked_sub(d)?)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Bounds on `right.t - left.t` that a predicate sets: `(lower, upper)`, each optional.
+/// `side` tells whether a column is the left (true) or right (false) event time.
+fn time_bounds(e: &Expr, side: &dyn Fn(&Column) -> Option<bool>) -> (Option<i64>, Option<i64>) {
+    let cmp = |x: &Expr, op: Operator, y: &Expr| -> (Option<i64>, Option<i64>) {
+        let (Some((cx, ox)), Some((cy, oy))) = (time_term(x), time_term(y)) else {
+            return (None, None);
+        };
+        // x op y  <=>  cx - cy op oy - ox
+        let (op, d) = match (side(&cx), side(&cy)) {
+            (Some(false), Some(true)) => (op, oy - ox),
+            (Some(true), Some(false)) => match op.swap() {
+                Some(op) => (op, ox - oy),
+                None => return (None, None),
+            },
+            _ => return (None, None),
+        };
+        match op {
+            Operator::Gt | Operator::GtEq => (Some(d), None),
+            Operator::Lt | Operator::LtEq => (None, Some(d)),
+            Operator::Eq => (Some(d), Some(d)),
+            _ => (None, None),
+        }
+    };
+    match e {
+        Expr::Between(b) if !b.negated => {
+            let (lo, _) = cmp(&b.expr, Operator::GtEq, &b.low);
+            let (_, hi) = cmp(&b.expr, Operator::LtEq, &b.high);
+            (lo, hi)
+        }
+        Expr::BinaryExpr(b) => cmp(&b.left, b.op, &b.right),
+        _ => (None, None),
+    }
+}
+
+impl Engine {
+    /// Replaces every join of two event streams with a scan of a hidden interval-join view,
+    /// whose rows feed the rest of the plan like a stream's. Returns the plan and whether it
+    /// changed.
+    fn extract_joins<'a>(
+        &'a mut self,
+        def: &'a ViewDef,
+        plan: LogicalPlan,
+        hidden: &'a mut usize,
+    ) -> futures::future::BoxFuture<'a, Result<LogicalPlan>> {
+        Box::pin(async move {
+            let children: Vec<LogicalPlan> = plan.inputs().into_iter().cloned().collect();
+            let mut new_children = Vec::with_capacity(children.len());
+            let mut changed = false;
+            for c in children {
+                let n = self.extract_joins(def, c.clone(), hidden).await?;
+                changed |= n != c;
+                new_children.push(n);
+            }
+            let plan = if changed {
+                let exprs = plan.expressions();
+                plan.with_new_exprs(exprs, new_children)
+                    .map_err(|e| view_error(def, &e))?
+            } else {
+                plan
+            };
+            let LogicalPlan::Join(j) = &plan else {
+                return Ok(plan);
+            };
+            let (ls, rs) = match (
+                self.stateless_stream(&j.left),
+                self.stateless_stream(&j.right),
+            ) {
+                (Some(Feed::Stream(l)), Some(Feed::Stream(r))) => (l, r),
+                (Some(_), Some(_)) => {
+                    return Err(reject(
+                        def,
+                        format!("a view joins at most two event streams (an interval join's rows cannot be joined with a third stream): {JOIN_HELP}"),
+                    ))
+                }
+                _ => return Ok(plan),
+            };
+            *hidden += 1;
+            let name = format!("__{}_{}", def.name, hidden);
+            let view = self.compile_interval_join(def, &name, j, ls, rs).await?;
+            self.register(view)?;
+            self.scan_hidden(&name, plan.schema())
+                .map_err(|e| view_error(def, &e))
+        })
+    }
+
+    async fn compile_interval_join(
+        &mut self,
+        def: &ViewDef,
+        name: &str,
+        j: &datafusion::logical_expr::Join,
+        ls: usize,
+        rs: usize,
+    ) -> Result<CompiledView> {
+        let (lname, rname) = (self.stream_name(ls), self.stream_name(rs));
+        if j.join_type != JoinType::Inner {
+            return Err(reject(
+                def,
+                format!("only inner joins of two event streams run incrementally (this is a {} join of `{lname}` and `{rname}`: its unmatched rows could only be emitted once no match can come); {JOIN_HELP}", j.join_type),
+            ));
+        }
+        if j.on.is_empty() {
+            return Err(reject(
+                def,
+                format!("a join of the event streams `{lname}` and `{rname}` needs an equality key (ON a.key = b.key), so that a new row meets only the other side's rows with its key; {JOIN_HELP}"),
+            ));
+        }
+        let time_cols = |plan: &LogicalPlan, stream: usize| -> Vec<usize> {
+            let s = &self.streams.streams[stream];
+            plan.schema()
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    definition(plan, c)
+                        .is_some_and(|(e, _)| is_event_time(&e, &s.name, &s.event_time))
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let (lt, rt) = (time_cols(&j.left, ls), time_cols(&j.right, rs));
+        let side = |c: &Column| -> Option<bool> {
+            match (
+                j.left.schema().index_of_column(c),
+                j.right.schema().index_of_column(c),
+            ) {
+                (Ok(i), _) if lt.contains(&i) => Some(true),
+                (_, Ok(i)) if rt.contains(&i) => Some(false),
+                _ => None,
+            }
+        };
+        let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+        let mut add = |(l, h): (Option<i64>, Option<i64>)| {
+            if let Some(l) = l {
+                lo = Some(lo.map_or(l, |x| x.max(l)));
+            }
+            if let Some(h) = h {
+                hi = Some(hi.map_or(h, |x| x.min(h)));
+            }
+        };
+        if let Some(f) = &j.filter {
+            for c in datafusion::logical_expr::utils::split_conjunction(f) {
+                add(time_bounds(c, &side));
+            }
+        }
+        for (l, r) in &j.on {
+            add(time_bounds(
+                &Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                    Box::new(r.clone()),
+                    Operator::Eq,
+                    Box::new(l.clone()),
+                )),
+                &side,
+            ));
+        }
+        let (lo, hi) = match (lo, hi) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            (None, _) => {
+                return Err(reject(
+                    def,
+                    format!("this join of the event streams `{lname}` and `{rname}` needs unbounded state: nothing bounds how much earlier a `{rname}` row may be than the `{lname}` row it joins, so every `{rname}` row would wait forever for a later `{lname}` row. Bound both sides of the time difference; {JOIN_HELP}"),
+                ))
+            }
+            (_, None) => {
+                return Err(reject(
+                    def,
+                    format!("this join of the event streams `{lname}` and `{rname}` needs unbounded state: nothing bounds how much later a `{rname}` row may be than the `{lname}` row it joins, so every `{lname}` row would wait forever for a later `{rname}` row. Bound both sides of the time difference; {JOIN_HELP}"),
+                ))
+            }
+        };
+        if lo > hi {
+            return Err(reject(
+                def,
+                "the join's time bound is empty (its lower end is above its upper end): no rows would ever join",
+            ));
+        }
+        let state = self.ctx.state();
+        let mut sides = Vec::with_capacity(2);
+        for (plan, stream, times, pick) in [(&j.left, ls, &lt, 0usize), (&j.right, rs, &rt, 1usize)]
+        {
+            let physical = state
+                .create_physical_plan(plan)
+                .await
+                .map_err(|e| view_error(def, &e))?;
+            let keys =
+                j.on.iter()
+                    .map(|on| {
+                        let e = if pick == 0 { &on.0 } else { &on.1 };
+                        state.create_physical_expr(e.clone(), plan.schema())
+                    })
+                    .collect::<datafusion::error::Result<Vec<_>>>()
+                    .map_err(|e| view_error(def, &e))?;
+            let Some(&time_col) = times.first() else {
+                return Err(reject(def, "internal: join side without its event time"));
+            };
+            sides.push(Side::new(stream, physical, keys, time_col));
+        }
+        let key_types =
+            j.on.iter()
+                .map(|(l, _)| l.get_type(j.left.schema()))
+                .collect::<datafusion::error::Result<Vec<_>>>()
+                .map_err(|e| view_error(def, &e))?;
+        let filter = match &j.filter {
+            Some(f) => Some(
+                state
+                    .create_physical_expr(f.clone(), &j.schema)
+                    .map_err(|e| view_error(def, &e))?,
+            ),
+            None => None,
+        };
+        let out_schema = output_schema(&j.schema, true).map_err(|m| reject(def, m))?;
+        let right = sides.pop();
+        let left = sides.pop();
+        let (Some(left), Some(right)) = (left, right) else {
+            return Err(reject(def, "internal: join sides"));
+        };
+        let join = IntervalJoin::new(left, right, lo, hi, filter, out_schema.clone(), key_types)?;
+        let plan = LogicalPlan::Join(j.clone());
+        let info = ViewInfo::new(
+            def,
+            name,
+            true,
+            out_schema,
+            Vec::new(),
+            OutputMode::Append,
+            false,
+        );
+        Ok(CompiledView::new(
+            info,
+            ViewKind::IntervalJoin(Box::new(join)),
+            self.scans(&plan),
+            None,
+        ))
+    }
 }

@@ -28,6 +28,8 @@ pub struct ViewState {
     pub result: Option<RecordBatch>,
     /// Aggregate views: group columns and accumulator state (see `GroupState::take_state`).
     pub groups: Option<RecordBatch>,
+    /// Interval joins: the rows each side retains (left, right).
+    pub join: Option<(RecordBatch, RecordBatch)>,
 }
 
 /// Everything needed to continue where the engine was.
@@ -72,11 +74,16 @@ impl Engine {
                 }
                 _ => None,
             };
+            let join = match &v.kind {
+                ViewKind::IntervalJoin(j) => Some(j.retained()?),
+                _ => None,
+            };
             st.views.push(ViewState {
                 name: v.info.name.clone(),
                 sql: v.info.sql.clone(),
                 result,
                 groups,
+                join,
             });
         }
         Ok(st)
@@ -152,6 +159,9 @@ impl Engine {
             if let (ViewKind::Aggregate(a), Some(groups)) = (&mut v.kind, &saved.groups) {
                 a.groups.clear();
                 a.groups.merge(groups, &mut Vec::new())?;
+            }
+            if let (ViewKind::IntervalJoin(j), Some((left, right))) = (&mut v.kind, &saved.join) {
+                j.restore(left.clone(), right.clone())?;
             }
             if v.read_by_views {
                 if let Some(r) = v.result.as_mut() {
