@@ -1,5 +1,11 @@
 -- Products bought together: for each pair of different products, how many times one
--- customer bought both within a day of each other (completed purchases).
+-- customer bought both within a day of each other (completed purchases). Read by
+-- product_affinity.
+-- An interval join of transactions with itself: it keeps each customer's completed purchases
+-- of the last day, and a purchase costs as much as the pairs it makes with them. With real
+-- shoppers (a few purchases a day) that is little; the built-in generator's customers buy
+-- every half minute or so, which makes this the costliest view by far (docs/BENCHMARKS.md).
+-- A shorter bound (INTERVAL '1 hour') cuts both state and cost in proportion.
 -- @key: product_id, also_bought
 SELECT
     a.product_id,

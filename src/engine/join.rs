@@ -82,14 +82,40 @@ struct Chunk {
     max_time: i64,
 }
 
+/// One end of the bound on `right.t - left.t`, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bound {
+    pub ms: i64,
+    /// `<` / `>` rather than `<=` / `>=`.
+    pub strict: bool,
+}
+
+impl Bound {
+    pub fn tighter_lower(self, o: Bound) -> Bound {
+        if o.ms > self.ms || (o.ms == self.ms && o.strict) {
+            o
+        } else {
+            self
+        }
+    }
+    pub fn tighter_upper(self, o: Bound) -> Bound {
+        if o.ms < self.ms || (o.ms == self.ms && o.strict) {
+            o
+        } else {
+            self
+        }
+    }
+}
+
 /// A join of two event streams bounded in event time.
 pub(crate) struct IntervalJoin {
     pub left: Side,
     pub right: Side,
-    /// `lo <= right.t - left.t <= hi`, in milliseconds.
-    pub lo: i64,
-    pub hi: i64,
-    /// The rest of the ON clause (the time bound included), over the joined row.
+    /// `lo <= right.t - left.t <= hi` (`<` where strict), checked on event times before a
+    /// pair is gathered.
+    pub lo: Bound,
+    pub hi: Bound,
+    /// The rest of the ON clause, over the joined row.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     /// The joined row: left columns, then right columns.
     pub schema: SchemaRef,
@@ -101,8 +127,8 @@ impl IntervalJoin {
     pub fn new(
         left: Side,
         right: Side,
-        lo: i64,
-        hi: i64,
+        lo: Bound,
+        hi: Bound,
         filter: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
         key_types: Vec<DataType>,
@@ -164,10 +190,10 @@ impl IntervalJoin {
     /// Drops rows no future on-time row of the other side can match.
     pub fn evict(&mut self, left_watermark: Option<i64>, right_watermark: Option<i64>) {
         if let Some(wm) = right_watermark {
-            self.left.store.evict_before(wm.saturating_sub(self.hi));
+            self.left.store.evict_before(wm.saturating_sub(self.hi.ms));
         }
         if let Some(wm) = left_watermark {
-            self.right.store.evict_before(wm.saturating_add(self.lo));
+            self.right.store.evict_before(wm.saturating_add(self.lo.ms));
         }
     }
 
@@ -235,6 +261,21 @@ impl IntervalJoin {
         }
         let chunks: Vec<&RecordBatch> = store.chunks.iter().map(|c| &c.rows).collect();
         let ids: Vec<u64> = store.chunks.iter().map(|c| c.id).collect();
+        let (my_col, their_col) = if batch_is_left {
+            (self.left.time_col, self.right.time_col)
+        } else {
+            (self.right.time_col, self.left.time_col)
+        };
+        let my_times = times(batch, my_col)?;
+        let their_times = chunks
+            .iter()
+            .map(|c| times(c, their_col))
+            .collect::<Result<Vec<_>>>()?;
+        let (lo, hi) = (self.lo, self.hi);
+        let within = |d: i64| {
+            (if lo.strict { d > lo.ms } else { d >= lo.ms })
+                && (if hi.strict { d < hi.ms } else { d <= hi.ms })
+        };
         let mut mine: Vec<u32> = Vec::new();
         let mut theirs: Vec<(usize, usize)> = Vec::new();
         for i in 0..batch.num_rows() {
@@ -245,8 +286,18 @@ impl IntervalJoin {
             let Some(hits) = store.index.get(k.as_ref()) else {
                 continue;
             };
+            let Some(t) = my_times.get(i) else {
+                continue;
+            };
             for &(id, r) in hits {
-                if let Ok(pos) = ids.binary_search(&id) {
+                let Ok(pos) = ids.binary_search(&id) else {
+                    continue;
+                };
+                let Some(u) = their_times[pos].get(r as usize) else {
+                    continue;
+                };
+                let d = if batch_is_left { u - t } else { t - u };
+                if within(d) {
                     mine.push(i as u32);
                     theirs.push((pos, r as usize));
                 }
@@ -355,4 +406,34 @@ impl Store {
         let parts: Vec<&RecordBatch> = self.chunks.iter().map(|c| &c.rows).collect();
         Ok(arrow::compute::concat_batches(schema, parts)?)
     }
+}
+
+/// A batch's event times (`None` where NULL: such a row meets nothing).
+struct Times<'a> {
+    values: &'a [i64],
+    nulls: Option<&'a arrow::buffer::NullBuffer>,
+}
+
+impl Times<'_> {
+    fn get(&self, i: usize) -> Option<i64> {
+        match self.nulls {
+            Some(n) if n.is_null(i) => None,
+            _ => self.values.get(i).copied(),
+        }
+    }
+}
+
+fn times(batch: &RecordBatch, col: usize) -> Result<Times<'_>> {
+    let a = batch
+        .column(col)
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| {
+            crate::error::Error::Config(
+                "internal: an interval join's time column is not a timestamp".into(),
+            )
+        })?;
+    Ok(Times {
+        values: a.values(),
+        nulls: a.nulls(),
+    })
 }

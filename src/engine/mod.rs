@@ -490,8 +490,8 @@ impl Engine {
                          left side, then right side:\n{}",
                         self.streams.streams[j.left.stream].name,
                         self.streams.streams[j.right.stream].name,
-                        j.lo,
-                        j.hi,
+                        j.lo.ms,
+                        j.hi.ms,
                         j.retained_rows(),
                         displayable(j.left.plan.as_ref()).indent(true)
                     ),

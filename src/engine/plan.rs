@@ -29,7 +29,7 @@ use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 
 use super::aggregate::{GroupState, WindowSpec};
 use super::functions::interval_ms;
-use super::join::{IntervalJoin, Side};
+use super::join::{Bound, IntervalJoin, Side};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
 use super::{AggregateView, CompiledView, Engine, Feed, Input, Step, ViewInfo, ViewKind};
@@ -862,10 +862,15 @@ fn time_term(e: &Expr) -> Option<(Column, i64)> {
     }
 }
 
-/// Bounds on `right.t - left.t` that a predicate sets: `(lower, upper)`, each optional.
-/// `side` tells whether a column is the left (true) or right (false) event time.
-fn time_bounds(e: &Expr, side: &dyn Fn(&Column) -> Option<bool>) -> (Option<i64>, Option<i64>) {
-    let cmp = |x: &Expr, op: Operator, y: &Expr| -> (Option<i64>, Option<i64>) {
+/// Bounds on `right.t - left.t` that a predicate sets: `(lower, upper, whole)`, each bound
+/// optional; `whole` when the predicate says nothing else (the join can then check it on
+/// event times alone). `side` tells whether a column is the left (true) or right (false)
+/// event time.
+fn time_bounds(
+    e: &Expr,
+    side: &dyn Fn(&Column) -> Option<bool>,
+) -> (Option<Bound>, Option<Bound>, bool) {
+    let cmp = |x: &Expr, op: Operator, y: &Expr| -> (Option<Bound>, Option<Bound>) {
         let (Some((cx, ox)), Some((cy, oy))) = (time_term(x), time_term(y)) else {
             return (None, None);
         };
@@ -878,10 +883,13 @@ fn time_bounds(e: &Expr, side: &dyn Fn(&Column) -> Option<bool>) -> (Option<i64>
             },
             _ => return (None, None),
         };
+        let b = |strict| Some(Bound { ms: d, strict });
         match op {
-            Operator::Gt | Operator::GtEq => (Some(d), None),
-            Operator::Lt | Operator::LtEq => (None, Some(d)),
-            Operator::Eq => (Some(d), Some(d)),
+            Operator::Gt => (b(true), None),
+            Operator::GtEq => (b(false), None),
+            Operator::Lt => (None, b(true)),
+            Operator::LtEq => (None, b(false)),
+            Operator::Eq => (b(false), b(false)),
             _ => (None, None),
         }
     };
@@ -889,10 +897,13 @@ fn time_bounds(e: &Expr, side: &dyn Fn(&Column) -> Option<bool>) -> (Option<i64>
         Expr::Between(b) if !b.negated => {
             let (lo, _) = cmp(&b.expr, Operator::GtEq, &b.low);
             let (_, hi) = cmp(&b.expr, Operator::LtEq, &b.high);
-            (lo, hi)
+            (lo, hi, lo.is_some() && hi.is_some())
         }
-        Expr::BinaryExpr(b) => cmp(&b.left, b.op, &b.right),
-        _ => (None, None),
+        Expr::BinaryExpr(b) => {
+            let (lo, hi) = cmp(&b.left, b.op, &b.right);
+            (lo, hi, lo.is_some() || hi.is_some())
+        }
+        _ => (None, None, false),
     }
 }
 
@@ -992,18 +1003,24 @@ impl Engine {
                 _ => None,
             }
         };
-        let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
-        let mut add = |(l, h): (Option<i64>, Option<i64>)| {
+        let (mut lo, mut hi): (Option<Bound>, Option<Bound>) = (None, None);
+        let mut add = |(l, h, whole): (Option<Bound>, Option<Bound>, bool)| {
             if let Some(l) = l {
-                lo = Some(lo.map_or(l, |x| x.max(l)));
+                lo = Some(lo.map_or(l, |x| x.tighter_lower(l)));
             }
             if let Some(h) = h {
-                hi = Some(hi.map_or(h, |x| x.min(h)));
+                hi = Some(hi.map_or(h, |x| x.tighter_upper(h)));
             }
+            whole
         };
+        // Conjuncts that only bound the time difference are checked on event times before
+        // any row is gathered; the rest stays a filter over the joined rows.
+        let mut rest = Vec::new();
         if let Some(f) = &j.filter {
             for c in datafusion::logical_expr::utils::split_conjunction(f) {
-                add(time_bounds(c, &side));
+                if !add(time_bounds(c, &side)) {
+                    rest.push(c.clone());
+                }
             }
         }
         for (l, r) in &j.on {
@@ -1031,7 +1048,7 @@ impl Engine {
                 ))
             }
         };
-        if lo > hi {
+        if lo.ms > hi.ms || (lo.ms == hi.ms && (lo.strict || hi.strict)) {
             return Err(reject(
                 def,
                 "the join's time bound is empty (its lower end is above its upper end): no rows would ever join",
@@ -1053,8 +1070,19 @@ impl Engine {
                     })
                     .collect::<datafusion::error::Result<Vec<_>>>()
                     .map_err(|e| view_error(def, &e))?;
-            let Some(&time_col) = times.first() else {
-                return Err(reject(def, "internal: join side without its event time"));
+            let Some(&time_col) = times.iter().find(|&&i| {
+                matches!(
+                    plan.schema().field(i).data_type(),
+                    arrow::datatypes::DataType::Timestamp(
+                        arrow::datatypes::TimeUnit::Millisecond,
+                        _
+                    )
+                )
+            }) else {
+                return Err(reject(
+                    def,
+                    "each side of a stream–stream join must keep its stream's event-time column as it is (not cast)",
+                ));
             };
             sides.push(Side::new(stream, physical, keys, time_col));
         }
@@ -1063,10 +1091,10 @@ impl Engine {
                 .map(|(l, _)| l.get_type(j.left.schema()))
                 .collect::<datafusion::error::Result<Vec<_>>>()
                 .map_err(|e| view_error(def, &e))?;
-        let filter = match &j.filter {
+        let filter = match datafusion::logical_expr::utils::conjunction(rest) {
             Some(f) => Some(
                 state
-                    .create_physical_expr(f.clone(), &j.schema)
+                    .create_physical_expr(f, &j.schema)
                     .map_err(|e| view_error(def, &e))?,
             ),
             None => None,
