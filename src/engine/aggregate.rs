@@ -6,12 +6,21 @@
 //! evaluated. So the cost of a batch is the batch plus the groups it touches, never the
 //! history; the state is one accumulator set per live group. Windowed groups are indexed by
 //! window end so the watermark can finalize and evict them.
+//!
+//! The common aggregates — count, sum, min, max over integers, floats and timestamps, and avg
+//! over floats — skip DataFusion's per-group `Accumulator`: their state lives in one column per
+//! aggregate, indexed by group slot ([`Column`]), and a batch of partial rows is merged in one
+//! loop with no per-row allocation. Every other aggregate keeps one `Accumulator` per group.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+    UInt64Array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -28,7 +37,207 @@ pub struct WindowSpec {
 
 struct Slot {
     key: Box<[u8]>,
-    accs: Vec<Box<dyn Accumulator>>,
+    /// One per aggregate; `None` where the aggregate's state is a [`Column`].
+    accs: Vec<Option<Box<dyn Accumulator>>>,
+}
+
+/// How a common aggregate merges and evaluates, with its state in columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    Count,
+    SumInt,
+    SumFloat,
+    MinInt,
+    MaxInt,
+    MinFloat,
+    MaxFloat,
+    /// avg over floats: state (count, sum).
+    Avg,
+}
+
+/// One aggregate's state for every slot.
+#[derive(Debug)]
+struct Column {
+    kind: Fast,
+    ints: Vec<i64>,
+    floats: Vec<f64>,
+    counts: Vec<u64>,
+    /// Whether the slot has seen a non-NULL value (sum, min, max: NULL until then).
+    valid: Vec<bool>,
+}
+
+impl Fast {
+    fn of(agg: &AggregateFunctionExpr, state: &[DataType]) -> Option<Fast> {
+        use DataType::*;
+        if agg.is_distinct() {
+            return None;
+        }
+        let int = |t: &DataType| matches!(t, Int64 | Timestamp(TimeUnit::Millisecond, _));
+        let ret = agg.field().data_type().clone();
+        match (agg.fun().name(), state) {
+            ("count", [Int64]) => Some(Fast::Count),
+            ("sum", [Int64]) if ret == Int64 => Some(Fast::SumInt),
+            ("sum", [Float64]) if ret == Float64 => Some(Fast::SumFloat),
+            ("min", [t]) if int(t) && ret == *t => Some(Fast::MinInt),
+            ("max", [t]) if int(t) && ret == *t => Some(Fast::MaxInt),
+            ("min", [Float64]) if ret == Float64 => Some(Fast::MinFloat),
+            ("max", [Float64]) if ret == Float64 => Some(Fast::MaxFloat),
+            ("avg", [UInt64, Float64]) if ret == Float64 => Some(Fast::Avg),
+            _ => None,
+        }
+    }
+}
+
+impl Column {
+    fn new(kind: Fast) -> Self {
+        Column {
+            kind,
+            ints: Vec::new(),
+            floats: Vec::new(),
+            counts: Vec::new(),
+            valid: Vec::new(),
+        }
+    }
+
+    /// Makes room for `slot` and resets it to the empty state.
+    fn reset(&mut self, slot: usize) {
+        if self.valid.len() <= slot {
+            let n = slot + 1;
+            self.valid.resize(n, false);
+            match self.kind {
+                Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => self.ints.resize(n, 0),
+                Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats.resize(n, 0.0),
+                Fast::Avg => {
+                    self.floats.resize(n, 0.0);
+                    self.counts.resize(n, 0);
+                }
+            }
+        }
+        self.valid[slot] = self.kind == Fast::Count;
+        match self.kind {
+            Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => self.ints[slot] = 0,
+            Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats[slot] = 0.0,
+            Fast::Avg => {
+                self.floats[slot] = 0.0;
+                self.counts[slot] = 0;
+            }
+        }
+    }
+
+    /// Merges partial state rows into their slots (`slots[i]` for row `i`).
+    fn merge(&mut self, state: &[ArrayRef], slots: &[usize]) -> Result<()> {
+        match self.kind {
+            Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
+                let a = cast(&state[0], &DataType::Int64)?;
+                let a = a.as_primitive::<Int64Type>();
+                for (i, &s) in slots.iter().enumerate() {
+                    if a.is_null(i) {
+                        continue;
+                    }
+                    let v = a.value(i);
+                    let cur = &mut self.ints[s];
+                    *cur = if !self.valid[s] {
+                        v
+                    } else {
+                        match self.kind {
+                            Fast::MinInt => (*cur).min(v),
+                            Fast::MaxInt => (*cur).max(v),
+                            _ => cur.wrapping_add(v),
+                        }
+                    };
+                    self.valid[s] = true;
+                }
+            }
+            Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => {
+                let a = state[0].as_primitive::<Float64Type>();
+                for (i, &s) in slots.iter().enumerate() {
+                    if a.is_null(i) {
+                        continue;
+                    }
+                    let v = a.value(i);
+                    let cur = &mut self.floats[s];
+                    *cur = if !self.valid[s] {
+                        v
+                    } else {
+                        match self.kind {
+                            Fast::MinFloat if v.total_cmp(cur).is_lt() => v,
+                            Fast::MaxFloat if v.total_cmp(cur).is_gt() => v,
+                            Fast::MinFloat | Fast::MaxFloat => *cur,
+                            _ => *cur + v,
+                        }
+                    };
+                    self.valid[s] = true;
+                }
+            }
+            Fast::Avg => {
+                let c = state[0].as_primitive::<UInt64Type>();
+                let v = state[1].as_primitive::<Float64Type>();
+                for (i, &s) in slots.iter().enumerate() {
+                    if !c.is_null(i) {
+                        self.counts[s] += c.value(i);
+                    }
+                    if !v.is_null(i) {
+                        self.floats[s] += v.value(i);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Final values of the given slots, typed `out`.
+    fn evaluate(&self, slots: &[usize], out: &DataType) -> Result<ArrayRef> {
+        let arr: ArrayRef = match self.kind {
+            Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => Arc::new(
+                slots
+                    .iter()
+                    .map(|&s| self.valid[s].then(|| self.ints[s]))
+                    .collect::<Int64Array>(),
+            ),
+            Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => Arc::new(
+                slots
+                    .iter()
+                    .map(|&s| self.valid[s].then(|| self.floats[s]))
+                    .collect::<Float64Array>(),
+            ),
+            Fast::Avg => Arc::new(
+                slots
+                    .iter()
+                    .map(|&s| (self.counts[s] > 0).then(|| self.floats[s] / self.counts[s] as f64))
+                    .collect::<Float64Array>(),
+            ),
+        };
+        Ok(if arr.data_type() == out {
+            arr
+        } else {
+            cast(&arr, out)?
+        })
+    }
+
+    /// Partial state of the given slots, typed as `fields` (the partial plan's state columns).
+    fn state(&self, slots: &[usize], fields: &[DataType]) -> Result<Vec<ArrayRef>> {
+        Ok(match self.kind {
+            Fast::Avg => vec![
+                Arc::new(
+                    slots
+                        .iter()
+                        .map(|&s| Some(self.counts[s]))
+                        .collect::<UInt64Array>(),
+                ),
+                Arc::new(
+                    slots
+                        .iter()
+                        .map(|&s| Some(self.floats[s]))
+                        .collect::<Float64Array>(),
+                ),
+            ],
+            _ => vec![self.evaluate(slots, &fields[0])?],
+        })
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.ints.len() * 8 + self.floats.len() * 8 + self.counts.len() * 8 + self.valid.len()
+    }
 }
 
 /// The accumulators of every live group of one view.
@@ -36,6 +245,10 @@ pub struct GroupState {
     aggs: Vec<Arc<AggregateFunctionExpr>>,
     /// Number of partial-state columns of each aggregate, in order.
     state_widths: Vec<usize>,
+    /// Types of each aggregate's partial-state columns.
+    state_types: Vec<Vec<DataType>>,
+    /// Column state of the aggregates that have it (`None`: one `Accumulator` per group).
+    columns: Vec<Option<Column>>,
     num_group_cols: usize,
     converter: RowConverter,
     /// Output schema: group columns, then one column per aggregate.
@@ -55,10 +268,19 @@ impl GroupState {
         out_schema: SchemaRef,
         window: Option<WindowSpec>,
     ) -> Result<Self> {
-        let state_widths = aggs
+        let state_types = aggs
             .iter()
-            .map(|a| a.state_fields().map(|f| f.len()))
+            .map(|a| {
+                a.state_fields()
+                    .map(|f| f.iter().map(|x| x.data_type().clone()).collect::<Vec<_>>())
+            })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let state_widths = state_types.iter().map(|t| t.len()).collect();
+        let columns = aggs
+            .iter()
+            .zip(&state_types)
+            .map(|(a, t)| Fast::of(a, t).map(Column::new))
+            .collect();
         let converter = RowConverter::new(
             group_schema
                 .fields()
@@ -69,6 +291,8 @@ impl GroupState {
         Ok(GroupState {
             aggs,
             state_widths,
+            state_types,
+            columns,
             num_group_cols: group_schema.fields().len(),
             converter,
             out_schema,
@@ -97,8 +321,14 @@ impl GroupState {
         self.slots
             .iter()
             .flatten()
-            .map(|s| s.key.len() + s.accs.iter().map(|a| a.size()).sum::<usize>())
-            .sum()
+            .map(|s| s.key.len() + s.accs.iter().flatten().map(|a| a.size()).sum::<usize>())
+            .sum::<usize>()
+            + self
+                .columns
+                .iter()
+                .flatten()
+                .map(|c| c.size_bytes())
+                .sum::<usize>()
     }
 
     /// Merges one batch of partial aggregate state (group columns, then each aggregate's state
@@ -127,6 +357,8 @@ impl GroupState {
             ),
             None => None,
         };
+        let slow = self.columns.iter().any(|c| c.is_none());
+        let mut row_slots = Vec::with_capacity(n);
         for i in 0..n {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
             let slot = match self.index.get(key) {
@@ -135,7 +367,11 @@ impl GroupState {
                     let accs = self
                         .aggs
                         .iter()
-                        .map(|a| a.create_accumulator())
+                        .zip(&self.columns)
+                        .map(|(a, c)| match c {
+                            Some(_) => Ok(None),
+                            None => a.create_accumulator().map(Some),
+                        })
                         .collect::<datafusion::error::Result<Vec<_>>>()?;
                     let s = match self.free.pop() {
                         Some(s) => s,
@@ -144,6 +380,9 @@ impl GroupState {
                             self.slots.len() - 1
                         }
                     };
+                    for c in self.columns.iter_mut().flatten() {
+                        c.reset(s);
+                    }
                     self.slots[s] = Some(Slot {
                         key: key.into(),
                         accs,
@@ -160,18 +399,31 @@ impl GroupState {
                     s
                 }
             };
+            row_slots.push(slot);
+            touched.push(slot);
+            if !slow {
+                continue;
+            }
             let Some(state) = self.slots[slot].as_mut() else {
                 continue;
             };
             let mut col = g;
             for (acc, &w) in state.accs.iter_mut().zip(&self.state_widths) {
-                let cols: Vec<ArrayRef> = (col..col + w)
-                    .map(|c| partial.column(c).slice(i, 1))
-                    .collect();
-                acc.merge_batch(&cols)?;
+                if let Some(acc) = acc {
+                    let cols: Vec<ArrayRef> = (col..col + w)
+                        .map(|c| partial.column(c).slice(i, 1))
+                        .collect();
+                    acc.merge_batch(&cols)?;
+                }
                 col += w;
             }
-            touched.push(slot);
+        }
+        let mut col = g;
+        for (c, &w) in self.columns.iter_mut().zip(&self.state_widths) {
+            if let Some(c) = c {
+                c.merge(&partial.columns()[col..col + w], &row_slots)?;
+            }
+            col += w;
         }
         Ok(())
     }
@@ -195,13 +447,22 @@ impl GroupState {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_schema.fields().len());
         cols.extend(self.group_columns(slots)?);
         for j in 0..self.aggs.len() {
+            let field = self.out_schema.field(self.num_group_cols + j);
+            if let Some(c) = &self.columns[j] {
+                let live: Vec<usize> = slots
+                    .iter()
+                    .copied()
+                    .filter(|&s| self.slots[s].is_some())
+                    .collect();
+                cols.push(c.evaluate(&live, field.data_type())?);
+                continue;
+            }
             let mut vals = Vec::with_capacity(slots.len());
             for &s in slots {
-                if let Some(st) = self.slots[s].as_mut() {
-                    vals.push(st.accs[j].evaluate()?);
+                if let Some(Some(acc)) = self.slots[s].as_mut().map(|st| st.accs[j].as_mut()) {
+                    vals.push(acc.evaluate()?);
                 }
             }
-            let field = self.out_schema.field(self.num_group_cols + j);
             let arr = if vals.is_empty() {
                 arrow::array::new_empty_array(field.data_type())
             } else {
@@ -252,10 +513,14 @@ impl GroupState {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         cols.extend(self.group_columns(&live)?);
         for (j, &w) in self.state_widths.iter().enumerate() {
+            if let Some(c) = &self.columns[j] {
+                cols.extend(c.state(&live, &self.state_types[j])?);
+                continue;
+            }
             let mut per_col: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); w];
             for &s in &live {
-                if let Some(st) = self.slots[s].as_mut() {
-                    for (c, v) in st.accs[j].state()?.into_iter().enumerate().take(w) {
+                if let Some(Some(acc)) = self.slots[s].as_mut().map(|st| st.accs[j].as_mut()) {
+                    for (c, v) in acc.state()?.into_iter().enumerate().take(w) {
                         per_col[c].push(v);
                     }
                 }
