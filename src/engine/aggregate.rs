@@ -88,6 +88,25 @@ impl Fast {
     }
 }
 
+/// Folds non-NULL partial values into their slots: the first value a slot sees is taken as it
+/// is, later ones are combined with what the slot holds.
+fn merge_values<T: arrow::datatypes::ArrowPrimitiveType>(
+    values: &arrow::array::PrimitiveArray<T>,
+    slots: &[usize],
+    store: &mut [T::Native],
+    valid: &mut [bool],
+    combine: fn(T::Native, T::Native) -> T::Native,
+) {
+    for (i, &s) in slots.iter().enumerate() {
+        if values.is_null(i) {
+            continue;
+        }
+        let v = values.value(i);
+        store[s] = if valid[s] { combine(store[s], v) } else { v };
+        valid[s] = true;
+    }
+}
+
 impl Column {
     fn new(kind: Fast) -> Self {
         Column {
@@ -129,45 +148,32 @@ impl Column {
         match self.kind {
             Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
                 let a = cast(&state[0], &DataType::Int64)?;
-                let a = a.as_primitive::<Int64Type>();
-                for (i, &s) in slots.iter().enumerate() {
-                    if a.is_null(i) {
-                        continue;
-                    }
-                    let v = a.value(i);
-                    let cur = &mut self.ints[s];
-                    *cur = if !self.valid[s] {
-                        v
-                    } else {
-                        match self.kind {
-                            Fast::MinInt => (*cur).min(v),
-                            Fast::MaxInt => (*cur).max(v),
-                            _ => cur.wrapping_add(v),
-                        }
-                    };
-                    self.valid[s] = true;
-                }
+                let combine: fn(i64, i64) -> i64 = match self.kind {
+                    Fast::MinInt => i64::min,
+                    Fast::MaxInt => i64::max,
+                    _ => i64::wrapping_add,
+                };
+                merge_values(
+                    a.as_primitive::<Int64Type>(),
+                    slots,
+                    &mut self.ints,
+                    &mut self.valid,
+                    combine,
+                );
             }
             Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => {
-                let a = state[0].as_primitive::<Float64Type>();
-                for (i, &s) in slots.iter().enumerate() {
-                    if a.is_null(i) {
-                        continue;
-                    }
-                    let v = a.value(i);
-                    let cur = &mut self.floats[s];
-                    *cur = if !self.valid[s] {
-                        v
-                    } else {
-                        match self.kind {
-                            Fast::MinFloat if v.total_cmp(cur).is_lt() => v,
-                            Fast::MaxFloat if v.total_cmp(cur).is_gt() => v,
-                            Fast::MinFloat | Fast::MaxFloat => *cur,
-                            _ => *cur + v,
-                        }
-                    };
-                    self.valid[s] = true;
-                }
+                let combine: fn(f64, f64) -> f64 = match self.kind {
+                    Fast::MinFloat => |a, b| if b.total_cmp(&a).is_lt() { b } else { a },
+                    Fast::MaxFloat => |a, b| if b.total_cmp(&a).is_gt() { b } else { a },
+                    _ => |a, b| a + b,
+                };
+                merge_values(
+                    state[0].as_primitive::<Float64Type>(),
+                    slots,
+                    &mut self.floats,
+                    &mut self.valid,
+                    combine,
+                );
             }
             Fast::Avg => {
                 let c = state[0].as_primitive::<UInt64Type>();
@@ -446,14 +452,14 @@ impl GroupState {
     pub fn evaluate(&mut self, slots: &[usize]) -> Result<RecordBatch> {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_schema.fields().len());
         cols.extend(self.group_columns(slots)?);
+        let live: Vec<usize> = slots
+            .iter()
+            .copied()
+            .filter(|&s| self.slots[s].is_some())
+            .collect();
         for j in 0..self.aggs.len() {
             let field = self.out_schema.field(self.num_group_cols + j);
             if let Some(c) = &self.columns[j] {
-                let live: Vec<usize> = slots
-                    .iter()
-                    .copied()
-                    .filter(|&s| self.slots[s].is_some())
-                    .collect();
                 cols.push(c.evaluate(&live, field.data_type())?);
                 continue;
             }

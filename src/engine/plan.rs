@@ -909,8 +909,7 @@ fn time_bounds(
 
 impl Engine {
     /// Replaces every join of two event streams with a scan of a hidden interval-join view,
-    /// whose rows feed the rest of the plan like a stream's. Returns the plan and whether it
-    /// changed.
+    /// whose rows feed the rest of the plan like a stream's.
     fn extract_joins<'a>(
         &'a mut self,
         def: &'a ViewDef,
