@@ -2,7 +2,8 @@
 //! checks (printed as a table; copy into docs/BENCHMARKS.md).
 //!
 //! `cargo bench --bench pipeline` runs everything. Set `RUNNEL_BENCH_LONG=10000000` for the
-//! 10M-event flatness run (default 2M), and `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in
+//! 10M-event flatness run (default 2M), `RUNNEL_BENCH_FLATNESS=default|fixed|join` for one of
+//! the three flatness tables only, and `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in
 //! each view and keyed table over each measured slice.
 
 use std::path::Path;
@@ -349,8 +350,17 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|a| a == "--bench") {
-        flatness(false, false);
-        flatness(true, false);
-        flatness(false, true);
+        // RUNNEL_BENCH_FLATNESS=default|fixed|join runs one of the three tables only.
+        let only = std::env::var("RUNNEL_BENCH_FLATNESS").ok();
+        let want = |t: &str| only.as_deref().is_none_or(|o| o == t);
+        if want("default") {
+            flatness(false, false);
+        }
+        if want("fixed") {
+            flatness(true, false);
+        }
+        if want("join") {
+            flatness(false, true);
+        }
     }
 }
