@@ -19,6 +19,7 @@ pub mod live;
 mod plan;
 pub mod result;
 pub mod state;
+pub mod topk;
 pub mod view_file;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -291,6 +292,7 @@ pub fn session() -> SessionContext {
         .with_config(config)
         .with_default_features()
         .with_optimizer_rules(rules)
+        .with_physical_optimizer_rule(Arc::new(topk::RankingTopK))
         .build();
     let ctx = SessionContext::new_with_state(state);
     for f in functions::all() {
