@@ -409,9 +409,21 @@ mod tests {
                     model = fresh;
                 }
                 _ => {
-                    r.upsert(&batch(&refs, &vals)).unwrap();
+                    let before = model.clone();
+                    let out = r.upsert(&batch(&refs, &vals)).unwrap();
                     for (k, v) in keys.iter().zip(&vals) {
                         model.insert(k.clone(), *v);
+                    }
+                    // Every key whose value changed, each once, with its new value (a key
+                    // changed and changed back within the batch may be reported too).
+                    let got = out.map(|b| contents(&b)).unwrap_or_default();
+                    for (k, v) in &model {
+                        if before.get(k) != Some(v) {
+                            assert_eq!(got.get(k), Some(v), "round {round}: {k}");
+                        }
+                    }
+                    for (k, v) in &got {
+                        assert_eq!(model.get(k), Some(v), "round {round}: {k}");
                     }
                 }
             }
