@@ -95,20 +95,19 @@ impl KeyedTable {
             return Ok(false);
         }
         take.sort_unstable();
-        let removed = keep.iter().any(|k| !k);
-        let kept = filter_record_batch(&self.rows, &BooleanArray::from(keep.clone()))?;
+        // Rows removed before each old position, as one prefix count.
+        let mut shift = Vec::with_capacity(keep.len());
+        let mut removed = 0;
+        for &k in &keep {
+            shift.push(removed);
+            removed += usize::from(!k);
+        }
+        let kept = filter_record_batch(&self.rows, &BooleanArray::from(keep))?;
         let added = take_record_batch(batch, &UInt32Array::from(take.clone()))?;
         self.rows = concat_batches(&self.schema, [&kept, &added])?;
         // Keep the index current without rebuilding it: surviving rows move up by the number
         // of removed rows before them; replaced and new keys point at the appended rows.
-        if removed {
-            // Rows removed before each old position, as one prefix count.
-            let mut shift = Vec::with_capacity(keep.len());
-            let mut gone = 0;
-            for &k in &keep {
-                shift.push(gone);
-                gone += usize::from(!k);
-            }
+        if removed > 0 {
             for pos in self.index.values_mut() {
                 *pos -= shift[*pos];
             }

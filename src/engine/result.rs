@@ -264,55 +264,48 @@ impl ViewResult {
     /// All live rows. Kept between calls: rows that did not change since the last snapshot are
     /// copied from it, only the changed ones are decoded.
     pub fn snapshot(&mut self) -> Result<RecordBatch> {
-        let patch = match &self.snap.batch {
-            Some(b) if self.snap.dirty.is_empty() => return Ok(b.clone()),
+        let (batch, slots) = match self.snap.batch.clone() {
+            Some(b) if self.snap.dirty.is_empty() => return Ok(b),
             // Patching pays off while most rows are unchanged.
-            Some(b) => self.snap.dirty.len() * 2 < b.num_rows(),
-            None => false,
-        };
-        let (batch, slots) = if patch {
-            let Some(base) = self.snap.batch.as_ref() else {
-                return Err(crate::error::Error::Config("no snapshot to patch".into()));
-            };
-            let keep: Vec<bool> = self
-                .snap
-                .slots
-                .iter()
-                .map(|&s| !self.snap.is_dirty.get(s).copied().unwrap_or(false))
-                .collect();
-            let kept = arrow::compute::filter_record_batch(
-                base,
-                &arrow::array::BooleanArray::from(keep.clone()),
-            )?;
-            let fresh: Vec<usize> = self
-                .snap
-                .dirty
-                .iter()
-                .copied()
-                .filter(|&s| self.rows[s].is_some())
-                .collect();
-            let added = self.materialize(fresh.iter().copied())?;
-            let mut slots: Vec<usize> = self
-                .snap
-                .slots
-                .iter()
-                .zip(&keep)
-                .filter(|(_, &k)| k)
-                .map(|(&s, _)| s)
-                .collect();
-            slots.extend(fresh);
-            (
-                arrow::compute::concat_batches(&self.schema, [&kept, &added])?,
-                slots,
-            )
-        } else {
-            let slots: Vec<usize> = self.index.values().copied().collect();
-            (self.materialize(slots.iter().copied())?, slots)
+            Some(b) if self.snap.dirty.len() * 2 < b.num_rows() => self.patched(&b)?,
+            _ => {
+                let slots: Vec<usize> = self.index.values().copied().collect();
+                (self.materialize(slots.iter().copied())?, slots)
+            }
         };
         self.snap.clean();
         self.snap.batch = Some(batch.clone());
         self.snap.slots = slots;
         Ok(batch)
+    }
+
+    /// `base` (the last snapshot) without its changed rows, then the changed rows still live;
+    /// with the slot of each row.
+    fn patched(&self, base: &RecordBatch) -> Result<(RecordBatch, Vec<usize>)> {
+        let dirty = |s: usize| self.snap.is_dirty.get(s).copied().unwrap_or(false);
+        let keep: arrow::array::BooleanArray =
+            self.snap.slots.iter().map(|&s| Some(!dirty(s))).collect();
+        let kept = arrow::compute::filter_record_batch(base, &keep)?;
+        let mut slots: Vec<usize> = self
+            .snap
+            .slots
+            .iter()
+            .copied()
+            .filter(|&s| !dirty(s))
+            .collect();
+        let fresh = slots.len();
+        slots.extend(
+            self.snap
+                .dirty
+                .iter()
+                .copied()
+                .filter(|&s| self.rows[s].is_some()),
+        );
+        let added = self.materialize(slots[fresh..].iter().copied())?;
+        Ok((
+            arrow::compute::concat_batches(&self.schema, [&kept, &added])?,
+            slots,
+        ))
     }
 }
 
