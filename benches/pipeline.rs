@@ -6,6 +6,9 @@
 //! the three flatness tables only, and `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in
 //! each view and keyed table over each measured slice.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -257,7 +260,12 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
-    let (streams, defs) = if join_only { day_join() } else { catalog() };
+    let (streams, mut defs) = if join_only { day_join() } else { catalog() };
+    // RUNNEL_BENCH_VIEWS=a,b: only these views (and what they read), to profile one view.
+    if let Ok(only) = std::env::var("RUNNEL_BENCH_VIEWS") {
+        let only: Vec<&str> = only.split(',').collect();
+        defs.retain(|d| only.contains(&d.name.as_str()));
+    }
     let rt = rt();
     let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
     let mut gen = Generator::new(

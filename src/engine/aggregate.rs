@@ -143,8 +143,12 @@ impl Column {
         }
     }
 
-    /// Merges partial state rows into their slots (`slots[i]` for row `i`).
-    fn merge(&mut self, state: &[ArrayRef], slots: &[usize]) -> Result<()> {
+    /// Merges partial state rows into their slots (`slots[i]` for row `i`). With `retract`,
+    /// the rows are taken out instead (count, sum and avg only: [`GroupState::retraction`]).
+    fn merge(&mut self, state: &[ArrayRef], slots: &[usize], retract: bool) -> Result<()> {
+        if retract {
+            return self.retract(state, slots);
+        }
         match self.kind {
             Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
                 let a = cast(&state[0], &DataType::Int64)?;
@@ -186,6 +190,52 @@ impl Column {
                         self.floats[s] += v.value(i);
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes partial state rows out of their slots. Wrapping arithmetic: a retraction that
+    /// arrives before the row it retracts (both in one round) comes out even.
+    fn retract(&mut self, state: &[ArrayRef], slots: &[usize]) -> Result<()> {
+        match self.kind {
+            Fast::Count | Fast::SumInt => {
+                let a = cast(&state[0], &DataType::Int64)?;
+                let a = a.as_primitive::<Int64Type>();
+                for (i, &s) in slots.iter().enumerate() {
+                    if !a.is_null(i) {
+                        let held = if self.valid[s] { self.ints[s] } else { 0 };
+                        self.ints[s] = held.wrapping_sub(a.value(i));
+                        self.valid[s] = true;
+                    }
+                }
+            }
+            Fast::SumFloat => {
+                let v = state[0].as_primitive::<Float64Type>();
+                for (i, &s) in slots.iter().enumerate() {
+                    if !v.is_null(i) {
+                        self.floats[s] =
+                            if self.valid[s] { self.floats[s] } else { 0.0 } - v.value(i);
+                        self.valid[s] = true;
+                    }
+                }
+            }
+            Fast::Avg => {
+                let c = state[0].as_primitive::<UInt64Type>();
+                let v = state[1].as_primitive::<Float64Type>();
+                for (i, &s) in slots.iter().enumerate() {
+                    if !c.is_null(i) {
+                        self.counts[s] = self.counts[s].wrapping_sub(c.value(i));
+                    }
+                    if !v.is_null(i) {
+                        self.floats[s] -= v.value(i);
+                    }
+                }
+            }
+            _ => {
+                return Err(Error::Config(
+                    "internal: min and max cannot take rows back".into(),
+                ))
             }
         }
         Ok(())
@@ -340,6 +390,18 @@ impl GroupState {
     /// Merges one batch of partial aggregate state (group columns, then each aggregate's state
     /// columns) and returns the slots it touched, in first-touched order.
     pub fn merge(&mut self, partial: &RecordBatch, touched: &mut Vec<usize>) -> Result<()> {
+        self.merge_signed(partial, touched, false)
+    }
+
+    /// [`GroupState::merge`], or with `retract` the opposite: takes the partial state of rows
+    /// that left the input back out of their groups (only where [`GroupState::retraction`]
+    /// said yes). A group may reach zero rows; the caller evicts it.
+    pub fn merge_signed(
+        &mut self,
+        partial: &RecordBatch,
+        touched: &mut Vec<usize>,
+        retract: bool,
+    ) -> Result<()> {
         let n = partial.num_rows();
         if n == 0 {
             return Ok(());
@@ -364,6 +426,11 @@ impl GroupState {
             None => None,
         };
         let slow = self.columns.iter().any(|c| c.is_none());
+        if slow && retract {
+            return Err(Error::Config(
+                "internal: this aggregate cannot take rows back".into(),
+            ));
+        }
         let mut row_slots = Vec::with_capacity(n);
         for i in 0..n {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
@@ -427,7 +494,7 @@ impl GroupState {
         let mut col = g;
         for (c, &w) in self.columns.iter_mut().zip(&self.state_widths) {
             if let Some(c) = c {
-                c.merge(&partial.columns()[col..col + w], &row_slots)?;
+                c.merge(&partial.columns()[col..col + w], &row_slots, retract)?;
             }
             col += w;
         }
@@ -564,6 +631,38 @@ impl GroupState {
         self.clear();
         self.merge(&batch, &mut Vec::new())?;
         Ok(batch)
+    }
+
+    /// Whether rows can be taken back out of these aggregates, as a view over a keyed table or
+    /// another view needs when a row is replaced or removed: yes for count, and for sum and avg
+    /// whose inputs are never NULL (a sum of no values is NULL, which subtracting cannot
+    /// know), given a count of every row (`count(*)`) to tell when a group is empty. Returns
+    /// that count's position among the aggregates. `input` is the aggregate's input schema.
+    pub fn retraction(&self, input: &arrow::datatypes::Schema) -> Option<usize> {
+        let never_null = |a: &AggregateFunctionExpr| {
+            a.expressions()
+                .iter()
+                .all(|e| matches!(e.nullable(input), Ok(false)))
+        };
+        let mut count_star = None;
+        for (a, c) in self.aggs.iter().zip(&self.columns) {
+            match c.as_ref()?.kind {
+                Fast::Count if never_null(a) => count_star = count_star.or(Some(a)),
+                Fast::Count | Fast::Avg => {}
+                Fast::SumInt | Fast::SumFloat if never_null(a) => {}
+                _ => return None,
+            }
+        }
+        let star = count_star?;
+        self.aggs.iter().position(|a| Arc::ptr_eq(a, star))
+    }
+
+    /// The value of the `j`th aggregate, a count, for a group.
+    pub fn count(&self, j: usize, slot: usize) -> i64 {
+        match &self.columns[j] {
+            Some(c) if c.kind == Fast::Count => c.ints.get(slot).copied().unwrap_or(0),
+            _ => 0,
+        }
     }
 
     /// Forgets every group.

@@ -14,6 +14,13 @@ use arrow::row::{RowConverter, SortField};
 
 use crate::error::{Error, Result};
 
+/// What one upsert changed: the rows it replaced and the rows it put in their place or added.
+#[derive(Debug, Clone)]
+pub struct TableDelta {
+    pub removed: RecordBatch,
+    pub added: RecordBatch,
+}
+
 pub struct KeyedTable {
     schema: SchemaRef,
     key_col: usize,
@@ -58,10 +65,10 @@ impl KeyedTable {
             .ok_or_else(|| Error::Config("keyed table event time is not a timestamp".into()))
     }
 
-    /// Applies a batch of new rows; returns whether anything changed.
-    pub fn upsert(&mut self, batch: &RecordBatch) -> Result<bool> {
+    /// Applies a batch of new rows; returns what changed (`None`: nothing).
+    pub fn upsert(&mut self, batch: &RecordBatch) -> Result<Option<TableDelta>> {
         if batch.num_rows() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         let keys = self
             .converter
@@ -81,33 +88,37 @@ impl KeyedTable {
         }
         let mut keep = vec![true; self.rows.num_rows()];
         let mut take: Vec<u32> = Vec::new();
+        let mut replaced: Vec<u32> = Vec::new();
         for (k, &i) in &winners {
             match self.index.get(*k) {
                 Some(&r) if old_t.value(r) > new_t.value(i) => {}
                 Some(&r) => {
                     keep[r] = false;
+                    replaced.push(r as u32);
                     take.push(i as u32);
                 }
                 None => take.push(i as u32),
             }
         }
         if take.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
+        replaced.sort_unstable();
+        let removed = take_record_batch(&self.rows, &UInt32Array::from(replaced))?;
         take.sort_unstable();
         // Rows removed before each old position, as one prefix count.
         let mut shift = Vec::with_capacity(keep.len());
-        let mut removed = 0;
+        let mut gone = 0;
         for &k in &keep {
-            shift.push(removed);
-            removed += usize::from(!k);
+            shift.push(gone);
+            gone += usize::from(!k);
         }
         let kept = filter_record_batch(&self.rows, &BooleanArray::from(keep))?;
         let added = take_record_batch(batch, &UInt32Array::from(take.clone()))?;
         self.rows = concat_batches(&self.schema, [&kept, &added])?;
         // Keep the index current without rebuilding it: surviving rows move up by the number
         // of removed rows before them; replaced and new keys point at the appended rows.
-        if removed > 0 {
+        if gone > 0 {
             for pos in self.index.values_mut() {
                 *pos -= shift[*pos];
             }
@@ -117,7 +128,7 @@ impl KeyedTable {
             self.index
                 .insert(keys.row(i as usize).data().into(), base + j);
         }
-        Ok(true)
+        Ok(Some(TableDelta { removed, added }))
     }
 
     pub fn null_count(&self) -> usize {
@@ -196,8 +207,36 @@ mod tests {
                     }
                 }
             }
-            table.upsert(&batch(&rows)).unwrap();
+            let before = table.rows().clone();
+            let delta = table.upsert(&batch(&rows)).unwrap();
             let got = table.rows();
+            // The delta is the difference: before - removed + added = after, as multisets.
+            let as_set = |b: &RecordBatch| -> Vec<(String, i64, i64)> {
+                let ks = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                let vs = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                let ts = KeyedTable::times(b, 2).unwrap();
+                let mut v: Vec<_> = (0..b.num_rows())
+                    .map(|i| (ks.value(i).to_string(), vs.value(i), ts.value(i)))
+                    .collect();
+                v.sort();
+                v
+            };
+            let mut expect = as_set(&before);
+            if let Some(d) = &delta {
+                for r in as_set(&d.removed) {
+                    let at = expect
+                        .iter()
+                        .position(|x| *x == r)
+                        .expect("removed row was held");
+                    expect.remove(at);
+                }
+                expect.extend(as_set(&d.added));
+                expect.sort();
+            }
+            assert_eq!(expect, as_set(got), "delta of round {round}");
+            if delta.is_none() {
+                assert_eq!(as_set(&before), as_set(got));
+            }
             let ks = got
                 .column(0)
                 .as_any()

@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::schema::Streams;
 use aggregate::{GroupState, WindowSpec};
 use keyed::KeyedTable;
-use live::LiveTable;
+use live::{LiveData, LiveTable};
 use result::{Changes, ViewResult};
 pub use view_file::{OutputMode, ViewDef};
 
@@ -108,12 +108,21 @@ impl ViewInfo {
     }
 }
 
-/// Where a streaming view's rows come from: one event stream's micro-batch, or the rows an
-/// interval join (a hidden view) produced from it.
+/// Where an incremental view's rows come from: one event stream's micro-batch, the rows an
+/// interval join (a hidden view) produced from it, or the changelog of a keyed table or of
+/// another view (rows added, and rows replaced or removed, which are taken back out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Feed {
     Stream(usize),
     Join(usize),
+    Changes(Input),
+}
+
+/// What a keyed table or a view changed in one round, for the views over its changelog.
+#[derive(Debug, Default)]
+struct Delta {
+    added: Vec<RecordBatch>,
+    removed: Vec<RecordBatch>,
 }
 
 /// A row-local step above a GROUP BY.
@@ -130,6 +139,8 @@ pub(crate) struct AggregateView {
     window: Option<WindowSpec>,
     /// The output carries the GROUP BY columns at its end (its SELECT dropped some).
     carry_keys: bool,
+    /// Over a changelog: which aggregate counts every row (a group at zero is gone).
+    count_star: Option<usize>,
 }
 
 pub(crate) enum ViewKind {
@@ -151,7 +162,7 @@ pub(crate) struct CompiledView {
     inputs: Vec<Input>,
     result: Option<ViewResult>,
     live: LiveTable,
-    /// Whether another view reads this one (then its live table is kept current).
+    /// Whether another view scans this one (then its live table is kept current).
     read_by_views: bool,
     /// Latest rows of an append-only view, for the console and the REPL.
     recent: VecDeque<RecordBatch>,
@@ -266,6 +277,9 @@ pub struct Engine {
     recent_events: Vec<VecDeque<RecordBatch>>,
     /// Parts of views added while running (the REPL's temporary views): never checkpointed.
     temporary: HashSet<String>,
+    /// Tables and views that a view reads as a changelog, and what they changed this round.
+    changelog_inputs: HashSet<Input>,
+    deltas: HashMap<Input, Delta>,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -367,6 +381,8 @@ impl Engine {
             recent_window: 0,
             recent_events: vec![VecDeque::new(); n],
             temporary: HashSet::new(),
+            changelog_inputs: HashSet::new(),
+            deltas: HashMap::new(),
         })
     }
 
@@ -388,17 +404,34 @@ impl Engine {
     }
 
     fn mark_readers(&mut self) {
-        let read: HashSet<usize> = self
-            .views
-            .iter()
-            .flat_map(|v| v.inputs.iter())
-            .filter_map(|i| match i {
-                Input::View(v) => Some(*v),
-                _ => None,
-            })
-            .collect();
+        let mut scanned = HashSet::new();
+        self.changelog_inputs.clear();
+        for v in &self.views {
+            match &v.kind {
+                ViewKind::Aggregate(a) => match a.feed {
+                    Feed::Changes(input) => {
+                        self.changelog_inputs.insert(input);
+                    }
+                    _ => scanned.extend(v.inputs.iter().copied()),
+                },
+                _ => scanned.extend(v.inputs.iter().copied()),
+            }
+        }
         for (i, v) in self.views.iter_mut().enumerate() {
-            v.read_by_views = read.contains(&i);
+            let was = v.read_by_views;
+            v.read_by_views = scanned.contains(&Input::View(i));
+            if v.read_by_views && !was {
+                if let Some(r) = v.result.as_mut() {
+                    if let Ok(rows) = r.snapshot() {
+                        v.live.data().set(vec![rows]);
+                    }
+                }
+            }
+            if self.changelog_inputs.contains(&Input::View(i)) {
+                if let Some(r) = v.result.as_mut() {
+                    r.track_replaced();
+                }
+            }
         }
     }
 
@@ -437,11 +470,12 @@ impl Engine {
         let mut changed = HashSet::new();
         let mut out = StepOutput::default();
         for i in before..self.views.len() {
-            if matches!(self.views[i].kind, ViewKind::Recompute { .. }) {
+            if self.over_tables(i) {
                 let changes = self.recompute(i).await?;
                 self.publish(i, changes, &mut changed, &mut out)?;
             }
         }
+        self.deltas.clear();
         Ok(self.views[self.views.len() - 1].info.clone())
     }
 
@@ -451,13 +485,12 @@ impl Engine {
         let mut changed = HashSet::new();
         let mut out = StepOutput::default();
         for i in 0..self.views.len() {
-            if names.contains(&self.views[i].info.name)
-                && matches!(self.views[i].kind, ViewKind::Recompute { .. })
-            {
+            if names.contains(&self.views[i].info.name) && self.over_tables(i) {
                 let changes = self.recompute(i).await?;
                 self.publish(i, changes, &mut changed, &mut out)?;
             }
         }
+        self.deltas.clear();
         Ok(out)
     }
 
@@ -498,6 +531,16 @@ impl Engine {
                         displayable(j.left.plan.as_ref()).indent(true)
                     ),
                     &j.right.plan,
+                ),
+                ViewKind::Aggregate(a) if matches!(a.feed, Feed::Changes(_)) => (
+                    format!(
+                        "incremental aggregate over {}: DataFusion's partial aggregate over the \
+                         rows added and the rows replaced or removed each round, added to and \
+                         taken out of per-group state ({} groups)",
+                        self.feed_name(a.feed),
+                        a.groups.len()
+                    ),
+                    &a.partial,
                 ),
                 ViewKind::Aggregate(a) => (
                     format!(
@@ -621,6 +664,12 @@ impl Engine {
         match feed {
             Feed::Stream(s) => format!("stream {}", self.streams.streams[s].name),
             Feed::Join(j) => format!("the rows of interval join {}", self.views[j].info.name),
+            Feed::Changes(Input::View(v)) => {
+                format!("the changes of view {}", self.views[v].info.name)
+            }
+            Feed::Changes(Input::Table(t) | Input::Stream(t)) => {
+                format!("the changes of table {}", self.streams.streams[t].name)
+            }
         }
     }
 
@@ -647,16 +696,53 @@ impl Engine {
             self.ingest(stream, batch, &mut changed, &mut out).await?;
         }
         for i in 0..self.views.len() {
-            let triggered = matches!(self.views[i].kind, ViewKind::Recompute { .. })
-                && self.views[i].inputs.iter().any(|x| changed.contains(x));
-            if triggered {
-                let t = Instant::now();
-                let changes = self.recompute(i).await?;
-                self.publish(i, changes, &mut changed, &mut out)?;
-                self.views[i].busy += t.elapsed();
-            }
+            let changes = match &self.views[i].kind {
+                ViewKind::Recompute { .. }
+                    if self.views[i].inputs.iter().any(|x| changed.contains(x)) =>
+                {
+                    let t = Instant::now();
+                    let changes = self.recompute(i).await?;
+                    self.views[i].busy += t.elapsed();
+                    changes
+                }
+                ViewKind::Aggregate(a) if matches!(a.feed, Feed::Changes(x) if self.deltas.contains_key(&x)) =>
+                {
+                    let t = Instant::now();
+                    let changes = self.step_changes(i).await?;
+                    self.views[i].busy += t.elapsed();
+                    changes
+                }
+                _ => continue,
+            };
+            self.publish(i, changes, &mut changed, &mut out)?;
         }
+        self.deltas.clear();
         Ok(out)
+    }
+
+    /// Whether a view is computed from tables and views only (not fed by a stream).
+    fn over_tables(&self, i: usize) -> bool {
+        match &self.views[i].kind {
+            ViewKind::Recompute { .. } => true,
+            ViewKind::Aggregate(a) => matches!(a.feed, Feed::Changes(_)),
+            _ => false,
+        }
+    }
+
+    /// Notes what a table or view changed, if a view reads its changelog.
+    fn record_delta(
+        &mut self,
+        input: Input,
+        added: Option<RecordBatch>,
+        removed: Vec<RecordBatch>,
+    ) {
+        if !self.changelog_inputs.contains(&input) {
+            return;
+        }
+        let d = self.deltas.entry(input).or_default();
+        d.added.extend(added.filter(|b| b.num_rows() > 0));
+        d.removed
+            .extend(removed.into_iter().filter(|b| b.num_rows() > 0));
     }
 
     async fn ingest(
@@ -675,13 +761,14 @@ impl Engine {
         let mut on_time = batch.clone();
         if let Some(table) = self.keyed[stream].as_mut() {
             let t = Instant::now();
-            let updated = table.upsert(&batch)?;
+            let delta = table.upsert(&batch)?;
             self.stats[stream].table_busy += t.elapsed();
-            if updated {
+            if let Some(d) = delta {
                 self.stream_tables[stream]
                     .data()
                     .set(vec![table.rows().clone()]);
                 changed.insert(Input::Table(stream));
+                self.record_delta(Input::Table(stream), Some(d.added), vec![d.removed]);
             }
         } else {
             let ts_col = self.streams.streams[stream].event_time_index;
@@ -758,10 +845,14 @@ impl Engine {
                 {
                     self.recompute(i).await?
                 }
+                ViewKind::Aggregate(a) if matches!(a.feed, Feed::Changes(x) if self.deltas.contains_key(&x)) => {
+                    self.step_changes(i).await?
+                }
                 _ => (Changes::none(), false),
             };
             self.publish(i, changes, &mut changed, &mut out)?;
         }
+        self.deltas.clear();
         Ok(out)
     }
 
@@ -776,6 +867,17 @@ impl Engine {
             return Ok(());
         }
         changed.insert(Input::View(i));
+        if self.changelog_inputs.contains(&Input::View(i)) {
+            let replaced = match self.views[i].result.as_mut() {
+                Some(r) => r.take_replaced()?,
+                None => None,
+            };
+            let removed = replaced
+                .into_iter()
+                .chain(changes.deletes.clone())
+                .collect();
+            self.record_delta(Input::View(i), changes.upserts.clone(), removed);
+        }
         let v = &mut self.views[i];
         if v.read_by_views {
             if let Some(r) = v.result.as_mut() {
@@ -894,6 +996,7 @@ impl Engine {
         match feed {
             Feed::Stream(s) => s == stream,
             Feed::Join(j) => self.views[j].live.data().num_rows() > 0,
+            Feed::Changes(_) => false,
         }
     }
 
@@ -910,19 +1013,48 @@ impl Engine {
             let mut seen = HashSet::new();
             touched.retain(|s| seen.insert(*s));
         }
-        if touched.is_empty() {
+        self.emit_touched(i, touched, false)
+    }
+
+    /// Evaluates the touched groups and brings the view's result in line with them (with
+    /// `replace`, the touched groups are all there are). Over a changelog, groups left with
+    /// no rows leave the view and their state is dropped.
+    fn emit_touched(&mut self, i: usize, touched: Vec<usize>, replace: bool) -> Result<Changes> {
+        let v = &mut self.views[i];
+        let ViewKind::Aggregate(a) = &mut v.kind else {
+            return Ok(Changes::none());
+        };
+        if touched.is_empty() && !replace {
             return Ok(Changes::none());
         }
         let values = a.groups.evaluate(&touched)?;
-        let (rows, mask) = run_chain(
+        let (rows, mut mask) = run_chain(
             &a.chain,
             values,
             &v.info.schema,
             a.carry_keys.then_some(a.groups.num_group_cols()),
         )?;
+        if let Some(j) = a.count_star {
+            let empty: Vec<usize> = touched
+                .iter()
+                .copied()
+                .filter(|&s| a.groups.count(j, s) == 0)
+                .collect();
+            if !empty.is_empty() {
+                let live: BooleanArray = touched
+                    .iter()
+                    .map(|&s| Some(a.groups.count(j, s) != 0))
+                    .collect();
+                mask = and(&mask, &live)?;
+                a.groups.evict(&empty);
+            }
+        }
         let Some(result) = v.result.as_mut() else {
             return Ok(Changes::none());
         };
+        if replace {
+            return result.replace_all(&filter_record_batch(&rows, &mask)?);
+        }
         let upserts = result.upsert(&filter_record_batch(&rows, &mask)?)?;
         let deletes = if mask.true_count() < mask.len() {
             result.delete(&filter_record_batch(&rows, &not(&mask)?)?)?
@@ -971,7 +1103,108 @@ impl Engine {
         ))
     }
 
+    /// The live table through which a view's plan scans `input`.
+    fn live_of(&self, input: Input) -> LiveData {
+        match input {
+            Input::View(v) => self.views[v].live.data().clone(),
+            Input::Table(t) | Input::Stream(t) => self.stream_tables[t].data().clone(),
+        }
+    }
+
+    /// Runs a view's partial aggregate over each set of rows in turn, through the live table
+    /// of `input` (restored afterwards).
+    async fn partials_over(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        input: Input,
+        sets: Vec<Vec<RecordBatch>>,
+    ) -> Result<Vec<Vec<RecordBatch>>> {
+        let live = self.live_of(input);
+        let held = live.get();
+        let mut out = Vec::with_capacity(sets.len());
+        for rows in sets {
+            if rows.is_empty() {
+                out.push(Vec::new());
+                continue;
+            }
+            live.set(rows);
+            let run = self.execute(plan).await;
+            if run.is_err() {
+                live.set(held);
+                return run.map(|_| Vec::new());
+            }
+            out.push(run?);
+        }
+        live.set(held);
+        Ok(out)
+    }
+
+    /// A view over a changelog, after a round: the rows its input added go into their groups,
+    /// the rows it replaced or removed come back out.
+    async fn step_changes(&mut self, i: usize) -> Result<(Changes, bool)> {
+        let ViewKind::Aggregate(a) = &self.views[i].kind else {
+            return Ok((Changes::none(), false));
+        };
+        let Feed::Changes(input) = a.feed else {
+            return Ok((Changes::none(), false));
+        };
+        let plan = a.partial.clone();
+        let Some(delta) = self.deltas.get(&input) else {
+            return Ok((Changes::none(), false));
+        };
+        let sets = vec![delta.added.clone(), delta.removed.clone()];
+        let parts = self.partials_over(&plan, input, sets).await?;
+        let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
+            return Ok((Changes::none(), false));
+        };
+        let mut touched = Vec::new();
+        for (set, retract) in parts.iter().zip([false, true]) {
+            for p in set {
+                a.groups.merge_signed(p, &mut touched, retract)?;
+            }
+        }
+        let mut seen = HashSet::new();
+        touched.retain(|s| seen.insert(*s));
+        Ok((self.emit_touched(i, touched, false)?, false))
+    }
+
+    /// A view over a changelog, built afresh from everything its input holds now.
+    async fn rebuild_changes(&mut self, i: usize, input: Input) -> Result<(Changes, bool)> {
+        let ViewKind::Aggregate(a) = &self.views[i].kind else {
+            return Ok((Changes::none(), false));
+        };
+        let plan = a.partial.clone();
+        let rows = match input {
+            Input::View(v) => match self.views[v].result.as_mut() {
+                Some(r) => r.snapshot()?,
+                None => return Ok((Changes::none(), false)),
+            },
+            Input::Table(t) | Input::Stream(t) => match &self.keyed[t] {
+                Some(k) => k.rows().clone(),
+                None => return Ok((Changes::none(), false)),
+            },
+        };
+        let parts = self.partials_over(&plan, input, vec![vec![rows]]).await?;
+        let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
+            return Ok((Changes::none(), false));
+        };
+        a.groups.clear();
+        let mut touched = Vec::new();
+        for p in parts.iter().flatten() {
+            a.groups.merge(p, &mut touched)?;
+        }
+        let mut seen = HashSet::new();
+        touched.retain(|s| seen.insert(*s));
+        Ok((self.emit_touched(i, touched, true)?, false))
+    }
+
+    /// Computes a view over tables and views from what they hold now.
     async fn recompute(&mut self, i: usize) -> Result<(Changes, bool)> {
+        if let ViewKind::Aggregate(a) = &self.views[i].kind {
+            if let Feed::Changes(input) = a.feed {
+                return self.rebuild_changes(i, input).await;
+            }
+        }
         let ViewKind::Recompute { plan } = &self.views[i].kind else {
             return Ok((Changes::none(), false));
         };
@@ -1098,5 +1331,107 @@ pub(crate) fn null_as_false(b: &BooleanArray) -> BooleanArray {
     match b.nulls() {
         Some(n) => BooleanArray::new(b.values() & n.inner(), None),
         None => b.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Origin, RawBatch, StreamDecoder};
+    use std::path::Path;
+
+    fn streams() -> Streams {
+        Streams::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
+    }
+
+    fn view(name: &str, sql: &str) -> ViewDef {
+        ViewDef::parse(&Path::new("q").join(format!("{name}.sql")), sql).unwrap()
+    }
+
+    /// Products as JSON lines: (id, category, price, stock, updated_at ms).
+    fn products(streams: &Streams, rows: &[(&str, &str, f64, i64, i64)]) -> (usize, RecordBatch) {
+        let i = streams.index_of("products").unwrap();
+        let mut text = String::new();
+        for (id, cat, price, stock, t) in rows {
+            text.push_str(&format!(
+                r#"{{"product_id":"{id}","name":"n","category":"{cat}","price":{price},"stock_quantity":{stock},"supplier":null,"rating":null,"updated_at":{t}}}"#
+            ));
+            text.push('\n');
+        }
+        let raw = RawBatch::from_lines(
+            i,
+            text.into_bytes(),
+            Origin::Lines {
+                file: "p".into(),
+                first_line: 1,
+            },
+        );
+        let d = StreamDecoder::new(streams.streams[i].clone())
+            .unwrap()
+            .decode(&raw)
+            .unwrap();
+        assert!(d.rejected.is_empty());
+        (i, d.batch)
+    }
+
+    /// Which GROUP BYs over a table run on its changelog, and which are recomputed.
+    #[tokio::test]
+    async fn group_by_over_a_table_runs_on_its_changelog_when_rows_can_be_taken_back() {
+        let cases = [
+            ("SELECT category, count(*) AS n, sum(stock_quantity) AS s, avg(rating) AS r FROM products GROUP BY category", true),
+            // max cannot take a row back out.
+            ("SELECT category, count(*) AS n, max(price) AS p FROM products GROUP BY category", false),
+            // Without count(*), nothing says when a group is empty.
+            ("SELECT category, sum(stock_quantity) AS s FROM products GROUP BY category", false),
+            // A sum over a column that may be NULL: subtracting cannot tell NULL from 0.
+            ("SELECT category, count(*) AS n, sum(rating) AS r FROM products GROUP BY category", false),
+            ("SELECT category, count(*) AS n, count(DISTINCT supplier) AS s FROM products GROUP BY category", false),
+        ];
+        for (sql, incremental) in cases {
+            let engine = Engine::new(streams(), &[view("v", sql)]).await.unwrap();
+            let plan = engine.plan_text("v").unwrap();
+            assert_eq!(
+                plan.contains("over the changes of table products"),
+                incremental,
+                "{sql}\n{plan}"
+            );
+        }
+    }
+
+    /// Rows replaced in the table leave their old group; a group with no rows left leaves the
+    /// view as a delete.
+    #[tokio::test]
+    async fn replaced_rows_leave_their_group_and_empty_groups_are_deleted() {
+        let s = streams();
+        let sql = "SELECT category, count(*) AS n, sum(stock_quantity) AS stock FROM products GROUP BY category";
+        let mut engine = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
+        let (i, b) = products(
+            &s,
+            &[("p1", "a", 10.0, 5, 1000), ("p2", "a", 11.0, 7, 1000)],
+        );
+        engine.process(i, b).await.unwrap();
+        // p1 moves to b; p2 is restocked.
+        let (i, b) = products(
+            &s,
+            &[("p1", "b", 10.0, 5, 2000), ("p2", "a", 11.0, 70, 2000)],
+        );
+        engine.process(i, b).await.unwrap();
+        let rows = engine.snapshot("v").unwrap().unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&[rows])
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| a        | 1 | 70    |"), "{text}");
+        assert!(text.contains("| b        | 1 | 5     |"), "{text}");
+        // p2 moves to b too: a is empty and must be deleted.
+        let (i, b) = products(&s, &[("p2", "b", 11.0, 70, 3000)]);
+        let out = engine.process(i, b).await.unwrap();
+        let v = out.outputs.iter().find(|o| o.view.name == "v").unwrap();
+        assert_eq!(v.changes.num_deletes(), 1);
+        let rows = engine.snapshot("v").unwrap().unwrap();
+        assert_eq!(rows.num_rows(), 1);
+        let text = arrow::util::pretty::pretty_format_batches(&[rows])
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| b        | 2 | 75    |"), "{text}");
     }
 }

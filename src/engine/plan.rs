@@ -409,6 +409,75 @@ impl Engine {
         }
     }
 
+    /// The Aggregate node and the table or view it reads, when `plan` is row-local nodes over
+    /// a GROUP BY of row-local nodes over one keyed table or one view whose changelog says
+    /// what left it (a view keeping one row per key, not windowed).
+    fn changelog_aggregate<'a>(&self, plan: &'a LogicalPlan) -> Option<(&'a Aggregate, Input)> {
+        if has_subquery(plan) {
+            return None;
+        }
+        match plan {
+            LogicalPlan::Aggregate(a) => self.changelog_scan(&a.input).map(|i| (a, i)),
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+                self.changelog_aggregate(plan.inputs()[0])
+            }
+            _ => None,
+        }
+    }
+
+    fn changelog_scan(&self, plan: &LogicalPlan) -> Option<Input> {
+        if has_subquery(plan) {
+            return None;
+        }
+        match plan {
+            LogicalPlan::TableScan(t) if t.fetch.is_none() => {
+                match self.input_of(&t.table_name)? {
+                    Input::Table(i) => Some(Input::Table(i)),
+                    Input::View(v) => {
+                        let view = &self.views[v];
+                        let keeps_rows = view.result.is_some()
+                            && view.info.mode == OutputMode::Update
+                            && !view.info.windowed
+                            && !matches!(view.kind, ViewKind::IntervalJoin(_));
+                        keeps_rows.then_some(Input::View(v))
+                    }
+                    Input::Stream(_) => None,
+                }
+            }
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+                self.changelog_scan(plan.inputs()[0])
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a GROUP BY over a changelog can take rows back out ([`GroupState::retraction`]);
+    /// if not, the view is recomputed instead.
+    async fn retractable(&self, agg: &Aggregate) -> bool {
+        let state = self.ctx.state();
+        let Ok(physical) = state
+            .create_physical_plan(&LogicalPlan::Aggregate(agg.clone()))
+            .await
+        else {
+            return false;
+        };
+        let Some(top) = first_aggregate(&physical) else {
+            return false;
+        };
+        let base = find_partial(&physical).unwrap_or(top);
+        if base.filter_expr().iter().any(|f| f.is_some()) || base.group_expr().has_grouping_set() {
+            return false;
+        }
+        let Ok(out) = output_schema(agg.schema.as_ref(), true) else {
+            return false;
+        };
+        let group_schema = Arc::new(Schema::new(out.fields()[..agg.group_expr.len()].to_vec()));
+        GroupState::new(base.aggr_expr().to_vec(), &group_schema, out, None)
+            .ok()
+            .and_then(|g| g.retraction(&base.input_schema()))
+            .is_some()
+    }
+
     fn stream_name(&self, i: usize) -> &str {
         &self.streams.streams[i].name
     }
@@ -418,6 +487,7 @@ impl Engine {
         let what = match feed {
             Feed::Stream(stream) => format!("the raw events of `{}`", self.stream_name(stream)),
             Feed::Join(_) => "the rows of a stream–stream join".to_string(),
+            Feed::Changes(_) => "the changes of a table or view".to_string(),
         };
         match parent {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => format!(
@@ -470,8 +540,28 @@ impl Engine {
             self.register(view)?;
             return Ok(());
         }
+        // A GROUP BY over a keyed table or a view runs on their changelog when its aggregates
+        // can take rows back out; otherwise it is recomputed when they change.
+        if def.mode == OutputMode::Update {
+            if let Some((agg, _)) = self.changelog_aggregate(&plan) {
+                if self.retractable(agg).await {
+                    let view = self.compile_streaming(def, &def.name, plan, false).await?;
+                    self.register(view)?;
+                    return Ok(());
+                }
+            }
+        }
         let plan = self.split(def, plan, &mut hidden).await?;
         let plan = state.optimize(&plan).map_err(|e| view_error(def, &e))?;
+        // A GROUP BY over the hidden view a streaming GROUP BY became, for instance.
+        if def.mode == OutputMode::Update {
+            if let Some((agg, _)) = self.changelog_aggregate(&plan) {
+                if self.retractable(agg).await {
+                    let view = self.compile_streaming(def, &def.name, plan, false).await?;
+                    return self.register(view);
+                }
+            }
+        }
         let view = self.compile_recompute(def, &def.name, plan, false).await?;
         self.register(view)
     }
@@ -593,7 +683,10 @@ impl Engine {
                 result,
             ));
         }
-        let Some((agg, feed)) = self.streaming_aggregate(&plan) else {
+        let Some((agg, feed)) = self.streaming_aggregate(&plan).or_else(|| {
+            self.changelog_aggregate(&plan)
+                .map(|(a, i)| (a, Feed::Changes(i)))
+        }) else {
             return Err(reject(def, "internal: not a streaming view"));
         };
         if agg
@@ -611,6 +704,8 @@ impl Engine {
             };
             let stream_schema = match feed {
                 Feed::Stream(s) => &self.streams.streams[s],
+                // A table's rows move between groups as they change: no window closes.
+                Feed::Changes(_) => continue,
                 Feed::Join(_) => {
                     if windows_anything(&resolved) {
                         return Err(reject(def, "windows over the rows of a stream–stream join are not supported: group without a window (the join's time bound already limits which pairs meet), or window one stream in its own view"));
@@ -715,6 +810,14 @@ impl Engine {
             agg_out.fields()[..agg.group_expr.len()].to_vec(),
         ));
         let groups = GroupState::new(base.aggr_expr().to_vec(), &group_schema, agg_out, window)?;
+        let count_star = match feed {
+            Feed::Changes(_) => Some(
+                groups
+                    .retraction(&base.input_schema())
+                    .ok_or_else(|| reject(def, "internal: aggregates cannot take rows back"))?,
+            ),
+            _ => None,
+        };
         let chain = self.chain(def, &plan)?;
         let info = ViewInfo::new(
             def,
@@ -735,6 +838,7 @@ impl Engine {
                 chain,
                 window,
                 carry_keys,
+                count_star,
             })),
             inputs,
             Some(result),
@@ -822,6 +926,19 @@ impl Engine {
             Some(result),
         ))
     }
+}
+
+/// Whether a node's own expressions hold a subquery (the incremental steps cannot run one).
+fn has_subquery(node: &LogicalPlan) -> bool {
+    node.expressions().iter().any(|e| {
+        e.exists(|x| {
+            Ok(matches!(
+                x,
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+            ))
+        })
+        .unwrap_or(true)
+    })
 }
 
 fn resolve_key(def: &ViewDef, schema: &SchemaRef, names: &[String]) -> Result<Vec<usize>> {

@@ -57,6 +57,10 @@ pub struct ViewResult {
     generation: u64,
     free: Vec<usize>,
     snap: Snapshot,
+    /// Whether to keep the values that upserts replace (a view over this one's changelog
+    /// takes them back out of its groups).
+    track_replaced: bool,
+    replaced: Vec<Box<[u8]>>,
 }
 
 /// The last snapshot built, and which slots changed since.
@@ -112,6 +116,8 @@ impl ViewResult {
             generation: 0,
             free: Vec::new(),
             snap: Snapshot::default(),
+            track_replaced: false,
+            replaced: Vec::new(),
         })
     }
 
@@ -158,8 +164,31 @@ impl ViewResult {
         s
     }
 
-    /// Stores `new` as the row of `slot`; false if it already held exactly that row.
-    fn set_row(&mut self, slot: usize, new: &[u8]) -> bool {
+    /// From now on, keep the values that upserts replace, for [`ViewResult::take_replaced`].
+    pub fn track_replaced(&mut self) {
+        self.track_replaced = true;
+    }
+
+    /// The old values of the rows updated since the last call (each row's value before its
+    /// first update since then). With [`Changes::deletes`] these are what left the view.
+    pub fn take_replaced(&mut self) -> Result<Option<RecordBatch>> {
+        if self.replaced.is_empty() {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.replaced);
+        Ok(Some(self.decode(rows.iter().map(|r| &r[..]))?))
+    }
+
+    /// Stores `new` as the row of `slot`; false if it already held exactly that row. `first`:
+    /// the first change of the slot in this call (its old value is what left the view).
+    fn set_row(&mut self, slot: usize, new: &[u8], first: bool) -> bool {
+        if first && self.track_replaced {
+            if let Some(old) = &self.rows[slot] {
+                if **old != *new {
+                    self.replaced.push(old.clone());
+                }
+            }
+        }
         match &mut self.rows[slot] {
             Some(old) if **old == *new => return false,
             Some(old) if old.len() == new.len() => old.copy_from_slice(new),
@@ -188,7 +217,8 @@ impl ViewResult {
         let mut changed = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let s = self.slot_for(key.data());
-            if !self.set_row(s, rows.row(i).data()) {
+            let first = self.seen[s] != self.generation;
+            if !self.set_row(s, rows.row(i).data(), first) {
                 continue;
             }
             if self.seen[s] != self.generation {
@@ -224,7 +254,8 @@ impl ViewResult {
         let mut changed = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let s = self.slot_for(key.data());
-            if self.set_row(s, rows.row(i).data()) && self.seen[s] != generation {
+            let first = self.seen[s] != generation;
+            if self.set_row(s, rows.row(i).data(), first) && first {
                 changed.push(s);
             }
             self.seen[s] = generation;
