@@ -3,11 +3,9 @@
 //!
 //! `cargo bench --bench pipeline` runs everything. Set `RUNNEL_BENCH_LONG=10000000` for the
 //! 10M-event flatness run (default 2M), `RUNNEL_BENCH_FLATNESS=default|fixed|join` for one of
-//! the three flatness tables only, and `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in
-//! each view and keyed table over each measured slice.
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! the three flatness tables only, `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in each
+//! view and keyed table over each measured slice, and `RUNNEL_BENCH_VIEWS=a,b` to run the
+//! flatness tables over some views only (for profiling one).
 
 use std::path::Path;
 use std::time::Instant;
@@ -261,7 +259,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
     let (streams, mut defs) = if join_only { day_join() } else { catalog() };
-    // RUNNEL_BENCH_VIEWS=a,b: only these views (and what they read), to profile one view.
+    // RUNNEL_BENCH_VIEWS=a,b: only these views (name the views they read too), to profile one.
     if let Ok(only) = std::env::var("RUNNEL_BENCH_VIEWS") {
         let only: Vec<&str> = only.split(',').collect();
         defs.retain(|d| only.contains(&d.name.as_str()));

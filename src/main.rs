@@ -1,11 +1,5 @@
 //! The `runnel` command line. Arguments only; the work is in the library.
 
-/// mimalloc instead of the system allocator: the engine allocates and frees many short-lived
-/// Arrow buffers per micro-batch, and glibc malloc fragments under that load. Measured with
-/// the flatness benchmark: +10-15% events/s at every point (docs/BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
