@@ -36,7 +36,7 @@ Statements end with `;` and may span lines. Any DataFusion SELECT, EXPLAIN or SH
   SELECT ... ;                      pull query: runs once over the data as of now
   SELECT ... EMIT CHANGES;          push query: re-runs every second until Ctrl-C
   \\watch [SECS] [SELECT ...]        push query; without a query, follows the last one
-  CREATE VIEW name AS SELECT ...;   a temporary continuous view (sees events from now on)
+  CREATE VIEW name AS SELECT ...;   a temporary continuous view (over a stream: sees events from now on)
   \\save NAME                        write temporary view NAME to the queries directory
   \\d                                list streams, tables and views
   \\d NAME                           describe a table or view (columns, key, mode, file)
@@ -229,8 +229,13 @@ impl Repl {
             .map_err(|e| e.to_string())?;
         self.temporary.push((info.name.clone(), body.to_string()));
         self.refresh_names();
+        let seen = if info.reads_streams {
+            "it sees events from now on"
+        } else {
+            "computed from the current rows of what it reads, then kept current"
+        };
         Ok(format!(
-            "temporary view {} created (key: {}); it sees events from now on. \\save {} writes it to {}",
+            "temporary view {} created (key: {}); {seen}. \\save {} writes it to {}",
             info.name,
             if info.key_cols.is_empty() {
                 "none".to_string()

@@ -109,6 +109,18 @@ fn interactive_prompt_over_the_live_pipeline() {
     )
     .unwrap();
     p.expect("temporary view big_orders created").unwrap();
+    p.expect("it sees events from now on").unwrap();
+    p.expect("runnel> ").unwrap();
+    // A view over a table is computed at once from the table's current rows.
+    p.send_line(
+        "CREATE VIEW by_gender AS SELECT gender, count(*) AS n FROM customers GROUP BY gender;",
+    )
+    .unwrap();
+    p.expect("computed from the current rows").unwrap();
+    p.expect("runnel> ").unwrap();
+    p.send_line("SELECT sum(n) AS n FROM by_gender;").unwrap();
+    let n = number(&p.expect(Regex(r"\| +(\d+) +\|")).unwrap());
+    assert!(n > 0, "the view over customers is empty");
     p.expect("runnel> ").unwrap();
     std::thread::sleep(Duration::from_millis(800));
     p.send_line("SELECT sum(n) AS n FROM big_orders;").unwrap();

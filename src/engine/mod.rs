@@ -73,6 +73,10 @@ pub struct ViewInfo {
     pub description: String,
     pub path: PathBuf,
     pub sql: String,
+    /// Whether the view reads an event stream (directly or through the views it reads): added
+    /// while running, it sees that stream's events from then on. Otherwise it is computed
+    /// from the current rows of the tables and views it reads.
+    pub reads_streams: bool,
 }
 
 impl ViewInfo {
@@ -97,6 +101,7 @@ impl ViewInfo {
             description: def.description.clone(),
             path: def.path.clone(),
             sql: def.sql.clone(),
+            reads_streams: false,
         }
     }
     /// Names of the key columns.
@@ -417,6 +422,25 @@ impl Engine {
                 _ => scanned.extend(v.inputs.iter().copied()),
             }
         }
+        // Views come in dependency order: a view reads streams if it is fed by one or reads a
+        // view that does.
+        for i in 0..self.views.len() {
+            let v = &self.views[i];
+            let fed = match &v.kind {
+                ViewKind::Stateless { .. } | ViewKind::IntervalJoin(_) => true,
+                ViewKind::Aggregate(a) => !matches!(a.feed, Feed::Changes(_)),
+                ViewKind::Recompute { .. } => false,
+            };
+            let reads = fed
+                || v.inputs.iter().any(|x| match x {
+                    Input::Stream(_) => true,
+                    Input::View(j) => *j < i && self.views[*j].info.reads_streams,
+                    Input::Table(_) => false,
+                });
+            if reads != v.info.reads_streams {
+                Arc::make_mut(&mut self.views[i].info).reads_streams = reads;
+            }
+        }
         for (i, v) in self.views.iter_mut().enumerate() {
             let was = v.read_by_views;
             v.read_by_views = scanned.contains(&Input::View(i));
@@ -467,6 +491,7 @@ impl Engine {
         for v in &self.views[before..] {
             self.temporary.insert(v.info.name.clone());
         }
+
         let mut changed = HashSet::new();
         let mut out = StepOutput::default();
         for i in before..self.views.len() {

@@ -778,6 +778,7 @@ mod tests {
             description: String::new(),
             path: "queries/v.sql".into(),
             sql: String::new(),
+            reads_streams: true,
         }
     }
 
