@@ -645,16 +645,15 @@ impl GroupState {
                 .all(|e| matches!(e.nullable(input), Ok(false)))
         };
         let mut count_star = None;
-        for (a, c) in self.aggs.iter().zip(&self.columns) {
+        for (j, (a, c)) in self.aggs.iter().zip(&self.columns).enumerate() {
             match c.as_ref()?.kind {
-                Fast::Count if never_null(a) => count_star = count_star.or(Some(a)),
+                Fast::Count if never_null(a) => count_star = count_star.or(Some(j)),
                 Fast::Count | Fast::Avg => {}
                 Fast::SumInt | Fast::SumFloat if never_null(a) => {}
                 _ => return None,
             }
         }
-        let star = count_star?;
-        self.aggs.iter().position(|a| Arc::ptr_eq(a, star))
+        count_star
     }
 
     /// The value of the `j`th aggregate, a count, for a group.

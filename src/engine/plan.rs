@@ -451,33 +451,6 @@ impl Engine {
         }
     }
 
-    /// Whether a GROUP BY over a changelog can take rows back out ([`GroupState::retraction`]);
-    /// if not, the view is recomputed instead.
-    async fn retractable(&self, agg: &Aggregate) -> bool {
-        let state = self.ctx.state();
-        let Ok(physical) = state
-            .create_physical_plan(&LogicalPlan::Aggregate(agg.clone()))
-            .await
-        else {
-            return false;
-        };
-        let Some(top) = first_aggregate(&physical) else {
-            return false;
-        };
-        let base = find_partial(&physical).unwrap_or(top);
-        if base.filter_expr().iter().any(|f| f.is_some()) || base.group_expr().has_grouping_set() {
-            return false;
-        }
-        let Ok(out) = output_schema(agg.schema.as_ref(), true) else {
-            return false;
-        };
-        let group_schema = Arc::new(Schema::new(out.fields()[..agg.group_expr.len()].to_vec()));
-        GroupState::new(base.aggr_expr().to_vec(), &group_schema, out, None)
-            .ok()
-            .and_then(|g| g.retraction(&base.input_schema()))
-            .is_some()
-    }
-
     fn stream_name(&self, i: usize) -> &str {
         &self.streams.streams[i].name
     }
@@ -540,26 +513,16 @@ impl Engine {
             self.register(view)?;
             return Ok(());
         }
-        // A GROUP BY over a keyed table or a view runs on their changelog when its aggregates
-        // can take rows back out; otherwise it is recomputed when they change.
-        if def.mode == OutputMode::Update {
-            if let Some((agg, _)) = self.changelog_aggregate(&plan) {
-                if self.retractable(agg).await {
-                    let view = self.compile_streaming(def, &def.name, plan, false).await?;
-                    self.register(view)?;
-                    return Ok(());
-                }
-            }
-        }
         let plan = self.split(def, plan, &mut hidden).await?;
         let plan = state.optimize(&plan).map_err(|e| view_error(def, &e))?;
-        // A GROUP BY over the hidden view a streaming GROUP BY became, for instance.
-        if def.mode == OutputMode::Update {
-            if let Some((agg, _)) = self.changelog_aggregate(&plan) {
-                if self.retractable(agg).await {
-                    let view = self.compile_streaming(def, &def.name, plan, false).await?;
-                    return self.register(view);
-                }
+        // A GROUP BY over a keyed table or a view (such as the hidden view a streaming GROUP BY
+        // became) runs on their changelog when it can; otherwise it is recomputed.
+        if def.mode == OutputMode::Update && self.changelog_aggregate(&plan).is_some() {
+            if let Some(view) = self
+                .compile_incremental(def, &def.name, plan.clone(), false)
+                .await?
+            {
+                return self.register(view);
             }
         }
         let view = self.compile_recompute(def, &def.name, plan, false).await?;
@@ -641,6 +604,7 @@ impl Engine {
             .build()
     }
 
+    /// Compiles a view fed by a stream (or an interval join).
     async fn compile_streaming(
         &mut self,
         def: &ViewDef,
@@ -648,6 +612,22 @@ impl Engine {
         plan: LogicalPlan,
         hidden: bool,
     ) -> Result<CompiledView> {
+        self.compile_incremental(def, name, plan, hidden)
+            .await?
+            .ok_or_else(|| reject(def, "internal: not a streaming view"))
+    }
+
+    /// Compiles a view fed by a stream, an interval join, or the changelog of a keyed table or
+    /// view. `None`: a GROUP BY over a changelog this engine cannot keep incrementally (its
+    /// aggregates cannot take rows back, or its row identity is not its GROUP BY), which is
+    /// then recomputed instead.
+    async fn compile_incremental(
+        &mut self,
+        def: &ViewDef,
+        name: &str,
+        plan: LogicalPlan,
+        hidden: bool,
+    ) -> Result<Option<CompiledView>> {
         let state = self.ctx.state();
         let out_schema = output_schema(plan.schema(), hidden).map_err(|m| reject(def, m))?;
         let inputs = self.scans(&plan);
@@ -673,7 +653,7 @@ impl Engine {
                 Some(k) => Some(ViewResult::new(out_schema.clone(), k)?),
                 None => None,
             };
-            return Ok(CompiledView::new(
+            return Ok(Some(CompiledView::new(
                 info,
                 ViewKind::Stateless {
                     feed,
@@ -681,19 +661,23 @@ impl Engine {
                 },
                 inputs,
                 result,
-            ));
+            )));
         }
         let Some((agg, feed)) = self.streaming_aggregate(&plan).or_else(|| {
             self.changelog_aggregate(&plan)
                 .map(|(a, i)| (a, Feed::Changes(i)))
         }) else {
-            return Err(reject(def, "internal: not a streaming view"));
+            return Ok(None);
         };
+        let over_changes = matches!(feed, Feed::Changes(_));
         if agg
             .group_expr
             .iter()
             .any(|e| matches!(e, Expr::GroupingSet(_)))
         {
+            if over_changes {
+                return Ok(None);
+            }
             return Err(reject(def, "GROUPING SETS / ROLLUP / CUBE are not supported in continuous views: write one view per grouping"));
         }
         // The window column, if any.
@@ -768,6 +752,7 @@ impl Engine {
                     carry_keys = true;
                     (n..n + agg.group_expr.len()).collect()
                 }
+                None if over_changes => return Ok(None),
                 None => {
                     return Err(reject(def, "every GROUP BY column must appear in the SELECT list (it identifies the row), or declare the row's identity with `-- @key: col, ...`"));
                 }
@@ -788,6 +773,12 @@ impl Engine {
             }
             _ => top,
         };
+        if over_changes
+            && (base.group_expr().has_grouping_set()
+                || base.filter_expr().iter().any(|f| f.is_some()))
+        {
+            return Ok(None);
+        }
         if base.group_expr().has_grouping_set() {
             return Err(reject(
                 def,
@@ -810,13 +801,13 @@ impl Engine {
             agg_out.fields()[..agg.group_expr.len()].to_vec(),
         ));
         let groups = GroupState::new(base.aggr_expr().to_vec(), &group_schema, agg_out, window)?;
-        let count_star = match feed {
-            Feed::Changes(_) => Some(
-                groups
-                    .retraction(&base.input_schema())
-                    .ok_or_else(|| reject(def, "internal: aggregates cannot take rows back"))?,
-            ),
-            _ => None,
+        let count_star = if over_changes {
+            match groups.retraction(&base.input_schema()) {
+                Some(j) => Some(j),
+                None => return Ok(None),
+            }
+        } else {
+            None
         };
         let chain = self.chain(def, &plan)?;
         let info = ViewInfo::new(
@@ -829,7 +820,7 @@ impl Engine {
             window.is_some(),
         );
         let result = ViewResult::new(out_schema, key_cols)?;
-        Ok(CompiledView::new(
+        Ok(Some(CompiledView::new(
             info,
             ViewKind::Aggregate(Box::new(AggregateView {
                 feed,
@@ -842,7 +833,7 @@ impl Engine {
             })),
             inputs,
             Some(result),
-        ))
+        )))
     }
 
     /// The row-local steps between the Aggregate and the view's output, bottom up.
