@@ -6,8 +6,11 @@
 //! bounded by the number of keys) and touches the index only for the keys it changes.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
@@ -19,6 +22,21 @@ use crate::error::{Error, Result};
 pub struct TableDelta {
     pub removed: RecordBatch,
     pub added: RecordBatch,
+}
+
+/// A keyed table shared by the engine, which updates it between executions, and the lookup
+/// joins that probe it while a plan runs.
+pub type SharedTable = Arc<RwLock<KeyedTable>>;
+
+/// Reads a shared table (a panic elsewhere cannot leave it half-updated: upserts build the new
+/// rows before swapping them in, so a poisoned lock still guards a consistent table).
+pub fn read(t: &SharedTable) -> RwLockReadGuard<'_, KeyedTable> {
+    t.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Updates a shared table; see [`read`].
+pub fn write(t: &SharedTable) -> RwLockWriteGuard<'_, KeyedTable> {
+    t.write().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct KeyedTable {
@@ -48,6 +66,33 @@ impl KeyedTable {
 
     pub fn rows(&self) -> &RecordBatch {
         &self.rows
+    }
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+    /// Column holding the key.
+    pub fn key_col(&self) -> usize {
+        self.key_col
+    }
+
+    /// The row of [`KeyedTable::rows`] holding each key (null: no such key, or a null key).
+    /// Keys of another type are cast to the key column's type first.
+    pub fn find(&self, keys: &ArrayRef) -> Result<UInt32Array> {
+        let key_type = self.schema.field(self.key_col).data_type();
+        let keys = if keys.data_type() == key_type {
+            keys.clone()
+        } else {
+            arrow::compute::cast(keys, key_type)?
+        };
+        let rows = self.converter.convert_columns(std::slice::from_ref(&keys))?;
+        Ok((0..keys.len())
+            .map(|i| {
+                if keys.is_null(i) {
+                    return None;
+                }
+                self.index.get(rows.row(i).data()).map(|&r| r as u32)
+            })
+            .collect())
     }
     pub fn len(&self) -> usize {
         self.rows.num_rows()

@@ -19,6 +19,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
+use super::keyed::SharedTable;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
@@ -28,9 +29,15 @@ use datafusion::physical_plan::{
 #[derive(Clone, Default)]
 pub struct LiveData {
     batches: Arc<RwLock<Vec<RecordBatch>>>,
+    /// The keyed table these rows are, for lookup joins that probe its key index.
+    table: Option<SharedTable>,
 }
 
 impl LiveData {
+    /// The keyed table behind these rows, if they are one.
+    pub fn table(&self) -> Option<&SharedTable> {
+        self.table.as_ref()
+    }
     pub fn set(&self, batches: Vec<RecordBatch>) {
         if let Ok(mut g) = self.batches.write() {
             *g = batches;
@@ -65,6 +72,17 @@ impl LiveTable {
         LiveTable {
             schema,
             data: LiveData::default(),
+        }
+    }
+    /// A live table holding a keyed table's rows; lookup joins against it probe the table's
+    /// key index instead of scanning it.
+    pub fn keyed(schema: SchemaRef, table: SharedTable) -> Self {
+        LiveTable {
+            schema,
+            data: LiveData {
+                batches: Arc::default(),
+                table: Some(table),
+            },
         }
     }
     pub fn data(&self) -> &LiveData {
@@ -126,6 +144,16 @@ impl LiveScanExec {
             projection,
             props: Arc::new(props),
         })
+    }
+}
+
+impl LiveScanExec {
+    pub fn data(&self) -> &LiveData {
+        &self.data
+    }
+    /// Columns of the table this scan produces (`None`: all).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
     }
 }
 

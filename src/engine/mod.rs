@@ -16,6 +16,7 @@ pub mod functions;
 mod join;
 pub mod keyed;
 pub mod live;
+pub mod lookup;
 mod plan;
 pub mod result;
 pub mod state;
@@ -41,7 +42,7 @@ use datafusion::prelude::SessionConfig;
 use crate::error::{Error, Result};
 use crate::schema::Streams;
 use aggregate::{GroupState, WindowSpec};
-use keyed::KeyedTable;
+use keyed::{KeyedTable, SharedTable};
 use live::{LiveData, LiveTable};
 use result::{Changes, ViewResult};
 pub use view_file::{OutputMode, ViewDef};
@@ -291,7 +292,7 @@ pub struct Engine {
     streams: Streams,
     names: HashMap<String, Input>,
     stream_tables: Vec<LiveTable>,
-    keyed: Vec<Option<KeyedTable>>,
+    keyed: Vec<Option<SharedTable>>,
     views: Vec<CompiledView>,
     /// Highest event time seen per stream.
     max_event_time: Vec<Option<i64>>,
@@ -331,6 +332,7 @@ pub fn session() -> SessionContext {
         .with_default_features()
         .with_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(topk::RankingTopK))
+        .with_physical_optimizer_rule(Arc::new(lookup::LookupJoins))
         .build();
     let ctx = SessionContext::new_with_state(state);
     for f in functions::all() {
@@ -372,24 +374,26 @@ impl Engine {
         let mut stream_tables = Vec::new();
         let mut keyed = Vec::new();
         for (i, s) in streams.streams.iter().enumerate() {
-            let table = LiveTable::new(s.arrow.clone());
-            ctx.register_table(s.name.as_str(), Arc::new(table.clone()))?;
-            stream_tables.push(table);
-            match s.key() {
+            let table = match s.key() {
                 Some(k) => {
                     let key_col = s.arrow.index_of(k)?;
-                    keyed.push(Some(KeyedTable::new(
+                    let rows: SharedTable = Arc::new(std::sync::RwLock::new(KeyedTable::new(
                         s.arrow.clone(),
                         key_col,
                         s.event_time_index,
                     )?));
+                    keyed.push(Some(rows.clone()));
                     names.insert(s.name.clone(), Input::Table(i));
+                    LiveTable::keyed(s.arrow.clone(), rows)
                 }
                 None => {
                     keyed.push(None);
                     names.insert(s.name.clone(), Input::Stream(i));
+                    LiveTable::new(s.arrow.clone())
                 }
-            }
+            };
+            ctx.register_table(s.name.as_str(), Arc::new(table.clone()))?;
+            stream_tables.push(table);
         }
         let n = streams.streams.len();
         Ok(Engine {
@@ -608,7 +612,7 @@ impl Engine {
         let mut out = Vec::new();
         for (i, s) in self.streams.streams.iter().enumerate() {
             let (kind, batches) = match &self.keyed[i] {
-                Some(k) => (TableKind::Table, vec![k.rows().clone()]),
+                Some(k) => (TableKind::Table, vec![keyed::read(k).rows().clone()]),
                 None => (
                     TableKind::Stream,
                     self.recent_events[i].iter().cloned().collect(),
@@ -670,8 +674,11 @@ impl Engine {
     }
 
     /// Current rows of a keyed table.
-    pub fn table_rows(&self, stream: usize) -> Option<&RecordBatch> {
-        self.keyed.get(stream)?.as_ref().map(|k| k.rows())
+    pub fn table_rows(&self, stream: usize) -> Option<RecordBatch> {
+        self.keyed
+            .get(stream)?
+            .as_ref()
+            .map(|k| keyed::read(k).rows().clone())
     }
 
     /// State sizes per user-visible view.
@@ -797,14 +804,16 @@ impl Engine {
         self.stats[stream].events += n;
         self.stats[stream].batches += 1;
         let mut on_time = batch.clone();
-        if let Some(table) = self.keyed[stream].as_mut() {
+        if let Some(table) = self.keyed[stream].as_ref() {
             let t = Instant::now();
+            let mut table = keyed::write(table);
             let delta = table.upsert(&batch)?;
             self.stats[stream].table_busy += t.elapsed();
             if let Some(d) = delta {
                 self.stream_tables[stream]
                     .data()
                     .set(vec![table.rows().clone()]);
+                drop(table);
                 changed.insert(Input::Table(stream));
                 self.record_delta(Input::Table(stream), Some(d.added), vec![d.removed]);
             }
@@ -866,7 +875,7 @@ impl Engine {
         if let Some(table) = self.keyed[stream].as_ref() {
             self.stream_tables[stream]
                 .data()
-                .set(vec![table.rows().clone()]);
+                .set(vec![keyed::read(table).rows().clone()]);
         }
         Ok(())
     }
@@ -1212,7 +1221,7 @@ impl Engine {
                 None => return Ok((Changes::none(), false)),
             },
             Input::Table(t) | Input::Stream(t) => match &self.keyed[t] {
-                Some(k) => k.rows().clone(),
+                Some(k) => keyed::read(k).rows().clone(),
                 None => return Ok((Changes::none(), false)),
             },
         };

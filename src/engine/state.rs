@@ -5,7 +5,7 @@
 
 use arrow::array::RecordBatch;
 
-use super::{Engine, ViewKind};
+use super::{keyed, Engine, ViewKind};
 use crate::error::{Error, Result};
 
 /// One stream's position in event time and its counters.
@@ -56,7 +56,7 @@ impl Engine {
                 batches: self.stats[i].batches,
             });
             if let Some(k) = &self.keyed[i] {
-                st.tables.push((s.name.clone(), k.rows().clone()));
+                st.tables.push((s.name.clone(), keyed::read(k).rows().clone()));
             }
         }
         for v in &mut self.views {
@@ -139,11 +139,12 @@ impl Engine {
         }
         for (name, rows) in &st.tables {
             let i = self.streams.streams.iter().position(|x| &x.name == name);
-            let Some(table) = i.and_then(|i| self.keyed[i].as_mut()) else {
+            let Some(table) = i.and_then(|i| self.keyed[i].as_ref()) else {
                 return Err(mismatch(format!(
                     "the checkpoint holds table `{name}`, which is not a keyed table now"
                 )));
             };
+            let mut table = keyed::write(table);
             table.upsert(rows)?;
             if let Some(i) = i {
                 self.stream_tables[i].data().set(vec![table.rows().clone()]);
