@@ -1,17 +1,21 @@
 //! Keyed tables (customers, products): the latest row per key, by event time.
 //!
 //! A later row for a key replaces the earlier one; a row older (by event time) than the one
-//! already held is ignored. Held as one `RecordBatch` that lookup joins and table views scan,
-//! plus a key index kept current in place. An update copies the table's rows once (a memcpy
-//! bounded by the number of keys) and touches the index only for the keys it changes.
+//! already held is ignored. Rows are held in a few append-only chunks with a key index kept
+//! current in place, so an update costs in proportion to its rows, not to the table: lookup
+//! joins probe the index ([`KeyedTable::find`], [`KeyedTable::gather`]), and the table as one
+//! batch ([`KeyedTable::rows`]) is built only when a view scans all of it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+    TimestampMillisecondArray, UInt32Array,
 };
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::compute::{
+    concat_batches, filter_record_batch, interleave, take, take_record_batch,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
@@ -44,9 +48,16 @@ pub struct KeyedTable {
     key_col: usize,
     time_col: usize,
     converter: RowConverter,
-    rows: RecordBatch,
-    /// Key -> row in `rows`.
+    /// The rows ever appended and not compacted away, in chunks; `starts[c]` is the position
+    /// of chunk `c`'s first row. A replaced row stays where it is, marked dead in `alive`.
+    chunks: Vec<RecordBatch>,
+    starts: Vec<usize>,
+    alive: Vec<bool>,
+    live: usize,
+    /// Key -> position of its live row.
     index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    /// The live rows as one batch, built when first asked for after a change.
+    snapshot: Mutex<Option<RecordBatch>>,
 }
 
 impl KeyedTable {
@@ -55,17 +66,28 @@ impl KeyedTable {
             schema.field(key_col).data_type().clone(),
         )])?;
         Ok(KeyedTable {
-            rows: RecordBatch::new_empty(schema.clone()),
             schema,
             key_col,
             time_col,
             converter,
+            chunks: Vec::new(),
+            starts: Vec::new(),
+            alive: Vec::new(),
+            live: 0,
             index: HashMap::default(),
+            snapshot: Mutex::new(None),
         })
     }
 
-    pub fn rows(&self) -> &RecordBatch {
-        &self.rows
+    /// The live rows, one per key, as one batch (built once per change, then shared).
+    pub fn rows(&self) -> Result<RecordBatch> {
+        let mut snap = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = snap.as_ref() {
+            return Ok(b.clone());
+        }
+        let b = self.live_rows(0)?;
+        *snap = Some(b.clone());
+        Ok(b)
     }
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
@@ -74,9 +96,19 @@ impl KeyedTable {
     pub fn key_col(&self) -> usize {
         self.key_col
     }
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+    /// Number of chunks the rows are held in (logarithmic in the number of rows).
+    pub fn num_chunks(&self) -> usize {
+        self.chunks.len()
+    }
 
-    /// The row of [`KeyedTable::rows`] holding each key (null: no such key, or a null key).
-    /// Keys of another type are cast to the key column's type first.
+    /// The position of each key's row (null: no such key, or a null key), for
+    /// [`KeyedTable::gather`]. Keys of another type are cast to the key column's type first.
     pub fn find(&self, keys: &ArrayRef) -> Result<UInt32Array> {
         let key_type = self.schema.field(self.key_col).data_type();
         let keys = if keys.data_type() == key_type {
@@ -94,11 +126,40 @@ impl KeyedTable {
             })
             .collect())
     }
-    pub fn len(&self) -> usize {
-        self.rows.num_rows()
+
+    /// Columns `cols` of the rows at positions `at` (from [`KeyedTable::find`]; null
+    /// positions give null values).
+    pub fn gather(&self, cols: &[usize], at: &UInt32Array) -> Result<Vec<ArrayRef>> {
+        if let [chunk] = &self.chunks[..] {
+            return cols
+                .iter()
+                .map(|&c| Ok(take(chunk.column(c), at, None)?))
+                .collect();
+        }
+        // Null positions read the one row of an all-null array after the chunks.
+        let nulls = self.chunks.len();
+        let picks: Vec<(usize, usize)> = at
+            .iter()
+            .map(|p| match p {
+                Some(p) => self.locate(p as usize),
+                None => (nulls, 0),
+            })
+            .collect();
+        cols.iter()
+            .map(|&c| {
+                let null = new_null_array(self.schema.field(c).data_type(), 1);
+                let mut values: Vec<&dyn Array> =
+                    self.chunks.iter().map(|b| b.column(c).as_ref()).collect();
+                values.push(null.as_ref());
+                Ok(interleave(&values, &picks)?)
+            })
+            .collect()
     }
-    pub fn is_empty(&self) -> bool {
-        self.rows.num_rows() == 0
+
+    /// Chunk and row within it of a position.
+    fn locate(&self, pos: usize) -> (usize, usize) {
+        let c = self.starts.partition_point(|&s| s <= pos) - 1;
+        (c, pos - self.starts[c])
     }
 
     fn times(batch: &RecordBatch, col: usize) -> Result<TimestampMillisecondArray> {
@@ -111,6 +172,12 @@ impl KeyedTable {
     }
 
     /// Applies a batch of new rows; returns what changed (`None`: nothing).
+    ///
+    /// Costs in proportion to the batch: replaced rows are marked dead and the new ones
+    /// appended as a chunk. Chunks are merged as in a log-structured merge (a chunk at least
+    /// half the size of the one before it merges into it), so there are logarithmically many
+    /// and each row is copied a logarithmic number of times; once dead rows outnumber live
+    /// ones, everything is compacted into one chunk.
     pub fn upsert(&mut self, batch: &RecordBatch) -> Result<Option<TableDelta>> {
         if batch.num_rows() == 0 {
             return Ok(None);
@@ -119,7 +186,11 @@ impl KeyedTable {
             .converter
             .convert_columns(&[batch.column(self.key_col).clone()])?;
         let new_t = Self::times(batch, self.time_col)?;
-        let old_t = Self::times(&self.rows, self.time_col)?;
+        let old_t = self
+            .chunks
+            .iter()
+            .map(|c| Self::times(c, self.time_col))
+            .collect::<Result<Vec<_>>>()?;
         // Winner per key within the batch: latest event time, later position on ties.
         let mut winners: HashMap<&[u8], usize, ahash::RandomState> = HashMap::default();
         for i in 0..batch.num_rows() {
@@ -131,53 +202,100 @@ impl KeyedTable {
                 }
             }
         }
-        let mut keep = vec![true; self.rows.num_rows()];
-        let mut take: Vec<u32> = Vec::new();
+        let mut take_rows: Vec<u32> = Vec::new();
         let mut replaced: Vec<u32> = Vec::new();
         for (k, &i) in &winners {
             match self.index.get(*k) {
-                Some(&r) if old_t.value(r) > new_t.value(i) => {}
-                Some(&r) => {
-                    keep[r] = false;
-                    replaced.push(r as u32);
-                    take.push(i as u32);
+                Some(&p) => {
+                    let (c, r) = self.locate(p);
+                    if old_t[c].value(r) > new_t.value(i) {
+                        continue;
+                    }
+                    replaced.push(p as u32);
+                    take_rows.push(i as u32);
                 }
-                None => take.push(i as u32),
+                None => take_rows.push(i as u32),
             }
         }
-        if take.is_empty() {
+        if take_rows.is_empty() {
             return Ok(None);
         }
         replaced.sort_unstable();
-        let removed = take_record_batch(&self.rows, &UInt32Array::from(replaced))?;
-        take.sort_unstable();
-        // Rows removed before each old position, as one prefix count.
-        let mut shift = Vec::with_capacity(keep.len());
-        let mut gone = 0;
-        for &k in &keep {
-            shift.push(gone);
-            gone += usize::from(!k);
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let removed = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            self.gather(&all, &UInt32Array::from(replaced.clone()))?,
+            &RecordBatchOptions::new().with_row_count(Some(replaced.len())),
+        )?;
+        for &p in &replaced {
+            self.alive[p as usize] = false;
         }
-        let kept = filter_record_batch(&self.rows, &BooleanArray::from(keep))?;
-        let added = take_record_batch(batch, &UInt32Array::from(take.clone()))?;
-        self.rows = concat_batches(&self.schema, [&kept, &added])?;
-        // Keep the index current without rebuilding it: surviving rows move up by the number
-        // of removed rows before them; replaced and new keys point at the appended rows.
-        if gone > 0 {
-            for pos in self.index.values_mut() {
-                *pos -= shift[*pos];
-            }
-        }
-        let base = kept.num_rows();
-        for (j, &i) in take.iter().enumerate() {
+        self.live -= replaced.len();
+        take_rows.sort_unstable();
+        let added = take_record_batch(batch, &UInt32Array::from(take_rows.clone()))?;
+        let start = self.alive.len();
+        self.chunks.push(added.clone());
+        self.starts.push(start);
+        self.alive.resize(start + added.num_rows(), true);
+        self.live += added.num_rows();
+        for (j, &i) in take_rows.iter().enumerate() {
             self.index
-                .insert(keys.row(i as usize).data().into(), base + j);
+                .insert(keys.row(i as usize).data().into(), start + j);
         }
+        *self.snapshot.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self.merge_chunks()?;
         Ok(Some(TableDelta { removed, added }))
     }
 
-    pub fn null_count(&self) -> usize {
-        self.rows.column(self.key_col).null_count()
+    fn merge_chunks(&mut self) -> Result<()> {
+        if self.alive.len() - self.live > self.live {
+            return self.compact(0);
+        }
+        while let [.., before, last] = &self.chunks[..] {
+            if last.num_rows() * 2 < before.num_rows() {
+                break;
+            }
+            self.compact(self.chunks.len() - 2)?;
+        }
+        Ok(())
+    }
+
+    /// The live rows of chunks `first..` as one batch.
+    fn live_rows(&self, first: usize) -> Result<RecordBatch> {
+        let parts = self.chunks[first..]
+            .iter()
+            .zip(&self.starts[first..])
+            .map(|(b, &s)| {
+                let alive = &self.alive[s..s + b.num_rows()];
+                if alive.iter().all(|&a| a) {
+                    Ok(b.clone())
+                } else {
+                    Ok(filter_record_batch(b, &BooleanArray::from(alive.to_vec()))?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(concat_batches(&self.schema, &parts)?)
+    }
+
+    /// Replaces chunks `first..` with one chunk of their live rows, and repoints their keys.
+    fn compact(&mut self, first: usize) -> Result<()> {
+        let merged = self.live_rows(first)?;
+        let start = self.starts[first];
+        self.chunks.truncate(first);
+        self.starts.truncate(first);
+        self.alive.truncate(start);
+        let keys = self
+            .converter
+            .convert_columns(&[merged.column(self.key_col).clone()])?;
+        for r in 0..merged.num_rows() {
+            if let Some(p) = self.index.get_mut(keys.row(r).data()) {
+                *p = start + r;
+            }
+        }
+        self.alive.resize(start + merged.num_rows(), true);
+        self.chunks.push(merged);
+        self.starts.push(start);
+        Ok(())
     }
 }
 
@@ -252,9 +370,9 @@ mod tests {
                     }
                 }
             }
-            let before = table.rows().clone();
+            let before = table.rows().unwrap();
             let delta = table.upsert(&batch(&rows)).unwrap();
-            let got = table.rows();
+            let got = &table.rows().unwrap();
             // The delta is the difference: before - removed + added = after, as multisets.
             let as_set = |b: &RecordBatch| -> Vec<(String, i64, i64)> {
                 let ks = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
@@ -296,14 +414,26 @@ mod tests {
                     .is_none());
             }
             assert_eq!(seen, model, "round {round}");
-            // The index points at each key's row.
-            for (k, &pos) in &table.index {
-                let key = table
-                    .converter
-                    .convert_columns(&[got.column(0).slice(pos, 1)])
-                    .unwrap();
-                assert_eq!(key.row(0).data(), &k[..]);
-            }
+            // Every key is found, at its row; keys never written are not.
+            let found = table.find(got.column(0)).unwrap();
+            assert_eq!(found.null_count(), 0);
+            let back = table.gather(&[0, 1, 2], &found).unwrap();
+            let back = RecordBatch::try_new(schema(), back).unwrap();
+            assert_eq!(&back, got, "round {round}");
+            // A null position gathers nulls (an outer join's missing row).
+            let at = UInt32Array::from(vec![found.values().first().copied(), None]);
+            let outer = table.gather(&[1], &at).unwrap();
+            assert_eq!(outer[0].null_count(), 1 + usize::from(got.num_rows() == 0));
+            let missing: ArrayRef = Arc::new(StringArray::from(vec![Some("none"), None]));
+            assert_eq!(table.find(&missing).unwrap().null_count(), 2);
+            // Chunks stay logarithmic in the number of rows ever written.
+            let written = table.alive.len().max(2);
+            assert!(
+                table.num_chunks() <= 2 + written.ilog2() as usize,
+                "{} chunks for {written} rows",
+                table.num_chunks()
+            );
+            assert!(table.alive.len() - table.len() <= table.len());
         }
     }
 }

@@ -13,13 +13,13 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
-use super::keyed::SharedTable;
+use super::keyed::{self, SharedTable};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
@@ -28,7 +28,8 @@ use datafusion::physical_plan::{
 /// What a live table holds right now.
 #[derive(Clone, Default)]
 pub struct LiveData {
-    batches: Arc<RwLock<Vec<RecordBatch>>>,
+    /// Rows set by the engine; `None` (keyed tables only): the table's current rows.
+    batches: Arc<RwLock<Option<Vec<RecordBatch>>>>,
     /// The keyed table these rows are, for lookup joins that probe its key index.
     table: Option<SharedTable>,
 }
@@ -38,19 +39,33 @@ impl LiveData {
     pub fn table(&self) -> Option<&SharedTable> {
         self.table.as_ref()
     }
+    /// Holds `batches` until the next change (a keyed table: instead of its rows).
     pub fn set(&self, batches: Vec<RecordBatch>) {
-        if let Ok(mut g) = self.batches.write() {
-            *g = batches;
+        self.replace(Some(batches));
+    }
+    /// Sets what is held (`None`: a keyed table's current rows) and returns what was.
+    pub fn replace(&self, batches: Option<Vec<RecordBatch>>) -> Option<Vec<RecordBatch>> {
+        let mut g = self.batches.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *g, batches)
+    }
+    /// What a scan reads now; a keyed table's rows are gathered into one batch on demand.
+    pub fn get(&self) -> Result<Vec<RecordBatch>> {
+        let g = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        match (g.as_ref(), &self.table) {
+            (Some(b), _) => Ok(b.clone()),
+            (None, Some(t)) => Ok(vec![keyed::read(t)
+                .rows()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?]),
+            (None, None) => Ok(Vec::new()),
         }
     }
-    pub fn get(&self) -> Vec<RecordBatch> {
-        self.batches.read().map(|g| g.clone()).unwrap_or_default()
-    }
     pub fn num_rows(&self) -> usize {
-        self.batches
-            .read()
-            .map(|g| g.iter().map(|b| b.num_rows()).sum())
-            .unwrap_or(0)
+        let g = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        match (g.as_ref(), &self.table) {
+            (Some(b), _) => b.iter().map(|b| b.num_rows()).sum(),
+            (None, Some(t)) => keyed::read(t).len(),
+            (None, None) => 0,
+        }
     }
 }
 
@@ -191,7 +206,7 @@ impl ExecutionPlan for LiveScanExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let batches = self.data.get();
+        let batches = self.data.get()?;
         Ok(Box::pin(MemoryStream::try_new(
             batches,
             self.props.eq_properties.schema().clone(),

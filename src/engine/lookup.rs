@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
-use arrow::compute::{filter_record_batch, is_not_null, not, take};
+use arrow::compute::{filter_record_batch, is_not_null, not};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -253,11 +253,9 @@ impl LookupJoinExec {
             .find(&keys)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let gather = |at: &UInt32Array| -> Result<Vec<ArrayRef>> {
-            let cols = self
-                .table_cols
-                .iter()
-                .map(|&c| Ok(take(table.rows().column(c), at, None)?))
-                .collect::<Result<Vec<ArrayRef>>>()?;
+            let cols = table
+                .gather(&self.table_cols, at)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let Some(exprs) = &self.table_exprs else {
                 return Ok(cols);
             };
@@ -425,10 +423,9 @@ mod tests {
         .unwrap();
         let mut table = KeyedTable::new(table_schema.clone(), 0, 3).unwrap();
         table.upsert(&batch).unwrap();
-        let rows = table.rows().clone();
+        let rows = table.rows().unwrap();
         let shared: SharedTable = Arc::new(RwLock::new(table));
         let live = LiveTable::keyed(table_schema.clone(), shared);
-        live.data().set(vec![rows.clone()]);
 
         let probe_schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),

@@ -612,7 +612,7 @@ impl Engine {
         let mut out = Vec::new();
         for (i, s) in self.streams.streams.iter().enumerate() {
             let (kind, batches) = match &self.keyed[i] {
-                Some(k) => (TableKind::Table, vec![keyed::read(k).rows().clone()]),
+                Some(k) => (TableKind::Table, vec![keyed::read(k).rows()?]),
                 None => (
                     TableKind::Stream,
                     self.recent_events[i].iter().cloned().collect(),
@@ -674,11 +674,11 @@ impl Engine {
     }
 
     /// Current rows of a keyed table.
-    pub fn table_rows(&self, stream: usize) -> Option<RecordBatch> {
-        self.keyed
-            .get(stream)?
-            .as_ref()
-            .map(|k| keyed::read(k).rows().clone())
+    pub fn table_rows(&self, stream: usize) -> Result<Option<RecordBatch>> {
+        match self.keyed.get(stream) {
+            Some(Some(k)) => Ok(Some(keyed::read(k).rows()?)),
+            _ => Ok(None),
+        }
     }
 
     /// State sizes per user-visible view.
@@ -809,11 +809,8 @@ impl Engine {
             let mut table = keyed::write(table);
             let delta = table.upsert(&batch)?;
             self.stats[stream].table_busy += t.elapsed();
+            drop(table);
             if let Some(d) = delta {
-                self.stream_tables[stream]
-                    .data()
-                    .set(vec![table.rows().clone()]);
-                drop(table);
                 changed.insert(Input::Table(stream));
                 self.record_delta(Input::Table(stream), Some(d.added), vec![d.removed]);
             }
@@ -866,16 +863,14 @@ impl Engine {
             self.publish(i, changes, changed, out)?;
             self.views[i].busy += t.elapsed();
         }
-        self.stream_tables[stream].data().set(Vec::new());
+        // An event stream's table is empty between its batches; a keyed table's holds its rows.
+        self.stream_tables[stream]
+            .data()
+            .replace(self.keyed[stream].is_none().then(Vec::new));
         for v in &self.views {
             if matches!(v.kind, ViewKind::IntervalJoin(_)) {
                 v.live.data().set(Vec::new());
             }
-        }
-        if let Some(table) = self.keyed[stream].as_ref() {
-            self.stream_tables[stream]
-                .data()
-                .set(vec![keyed::read(table).rows().clone()]);
         }
         Ok(())
     }
@@ -1164,7 +1159,7 @@ impl Engine {
         sets: Vec<Vec<RecordBatch>>,
     ) -> Result<Vec<Vec<RecordBatch>>> {
         let live = self.live_of(input);
-        let held = live.get();
+        let held = live.replace(None);
         let run = async {
             let mut out = Vec::with_capacity(sets.len());
             for rows in sets {
@@ -1178,7 +1173,7 @@ impl Engine {
             Ok(out)
         }
         .await;
-        live.set(held);
+        live.replace(held);
         run
     }
 
@@ -1221,7 +1216,7 @@ impl Engine {
                 None => return Ok((Changes::none(), false)),
             },
             Input::Table(t) | Input::Stream(t) => match &self.keyed[t] {
-                Some(k) => keyed::read(k).rows().clone(),
+                Some(k) => keyed::read(k).rows()?,
                 None => return Ok((Changes::none(), false)),
             },
         };

@@ -56,7 +56,7 @@ impl Engine {
                 batches: self.stats[i].batches,
             });
             if let Some(k) = &self.keyed[i] {
-                st.tables.push((s.name.clone(), keyed::read(k).rows().clone()));
+                st.tables.push((s.name.clone(), keyed::read(k).rows()?));
             }
         }
         for v in &mut self.views {
@@ -144,10 +144,9 @@ impl Engine {
                     "the checkpoint holds table `{name}`, which is not a keyed table now"
                 )));
             };
-            let mut table = keyed::write(table);
-            table.upsert(rows)?;
+            keyed::write(table).upsert(rows)?;
             if let Some(i) = i {
-                self.stream_tables[i].data().set(vec![table.rows().clone()]);
+                self.stream_tables[i].data().replace(None);
             }
         }
         for v in &mut self.views {
