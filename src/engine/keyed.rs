@@ -85,6 +85,9 @@ impl KeyedTable {
         if let Some(b) = snap.as_ref() {
             return Ok(b.clone());
         }
+        if self.chunks.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
         let b = self.live_rows(0)?;
         *snap = Some(b.clone());
         Ok(b)
@@ -274,24 +277,52 @@ impl KeyedTable {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(concat_batches(&self.schema, &parts)?)
+        match &parts[..] {
+            [one] => Ok(one.clone()),
+            _ => Ok(concat_batches(&self.schema, &parts)?),
+        }
+    }
+
+    /// Holds every live row in one chunk, so that [`KeyedTable::rows`] is that chunk and
+    /// lookups gather with a plain `take`. For a table some view scans in full every round:
+    /// the copy it makes is the one the scan would make anyway.
+    pub fn compact_all(&mut self) -> Result<()> {
+        if self.chunks.len() <= 1 && self.alive.len() == self.live {
+            return Ok(());
+        }
+        self.compact(0)
     }
 
     /// Replaces chunks `first..` with one chunk of their live rows, and repoints their keys.
     fn compact(&mut self, first: usize) -> Result<()> {
         let merged = self.live_rows(first)?;
         let start = self.starts[first];
+        if first == 0 {
+            // Every key moves: shift each position down by the dead rows before it, in one
+            // pass over the index (no key is hashed again).
+            let mut rank = Vec::with_capacity(self.alive.len());
+            let mut live = 0;
+            for &a in &self.alive {
+                rank.push(live);
+                live += usize::from(a);
+            }
+            for p in self.index.values_mut() {
+                *p = rank[*p];
+            }
+        } else {
+            // A few small chunks at the end: repoint just their keys.
+            let keys = self
+                .converter
+                .convert_columns(&[merged.column(self.key_col).clone()])?;
+            for r in 0..merged.num_rows() {
+                if let Some(p) = self.index.get_mut(keys.row(r).data()) {
+                    *p = start + r;
+                }
+            }
+        }
         self.chunks.truncate(first);
         self.starts.truncate(first);
         self.alive.truncate(start);
-        let keys = self
-            .converter
-            .convert_columns(&[merged.column(self.key_col).clone()])?;
-        for r in 0..merged.num_rows() {
-            if let Some(p) = self.index.get_mut(keys.row(r).data()) {
-                *p = start + r;
-            }
-        }
         self.alive.resize(start + merged.num_rows(), true);
         self.chunks.push(merged);
         self.starts.push(start);

@@ -305,6 +305,8 @@ pub struct Engine {
     /// Tables and views that a view reads as a changelog, and what they changed this round.
     changelog_inputs: HashSet<Input>,
     deltas: HashMap<Input, Delta>,
+    /// Keyed tables that a recomputed view scans in full every round (kept in one chunk).
+    scanned_tables: HashSet<usize>,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -411,6 +413,7 @@ impl Engine {
             temporary: HashSet::new(),
             changelog_inputs: HashSet::new(),
             deltas: HashMap::new(),
+            scanned_tables: HashSet::new(),
         })
     }
 
@@ -434,7 +437,15 @@ impl Engine {
     fn mark_readers(&mut self) -> Result<()> {
         let mut scanned = HashSet::new();
         self.changelog_inputs.clear();
+        self.scanned_tables.clear();
         for v in &self.views {
+            if matches!(v.kind, ViewKind::Recompute { .. }) {
+                self.scanned_tables
+                    .extend(v.inputs.iter().filter_map(|x| match x {
+                        Input::Table(t) => Some(*t),
+                        _ => None,
+                    }));
+            }
             match v.changelog_input() {
                 Some(input) => {
                     self.changelog_inputs.insert(input);
@@ -808,6 +819,9 @@ impl Engine {
             let t = Instant::now();
             let mut table = keyed::write(table);
             let delta = table.upsert(&batch)?;
+            if self.scanned_tables.contains(&stream) {
+                table.compact_all()?;
+            }
             self.stats[stream].table_busy += t.elapsed();
             drop(table);
             if let Some(d) = delta {
