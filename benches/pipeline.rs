@@ -202,6 +202,92 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
+/// A lookup join against a large customers table: each round is 8,192 product views joined
+/// with `customers` on its key, plus 100 customer updates (the table is updated every round).
+/// Run with 10k and with 1M customers: a join that read the whole table, or an update that
+/// copied it, would make the second 100 times slower.
+fn bench_large_table(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let streams = Streams::load(&root.join("schemas")).unwrap();
+    let view = ViewDef::parse(
+        Path::new("views_by_gender.sql"),
+        "SELECT c.gender, count(*) AS views, sum(v.view_duration) AS seconds \
+         FROM product_views v JOIN customers c ON v.customer_id = c.customer_id \
+         GROUP BY c.gender",
+    )
+    .unwrap();
+    let customers = streams.index_of("customers").unwrap();
+    let views = streams.index_of("product_views").unwrap();
+    let customer = |i: usize, login_s: usize| {
+        format!(
+            "{{\"customer_id\":\"CUST-{i:07}\",\"name\":\"Name {i}\",\"email\":\"c{i}@example.com\",\
+             \"gender\":\"{}\",\"age\":{},\"location\":\"Town {}\",\
+             \"signup_date\":\"2024-01-01T00:00:00Z\",\"last_login\":\"2024-06-01T{:02}:{:02}:{:02}Z\"}}\n",
+            ["Male", "Female", "Other"][i % 3],
+            18 + i % 60,
+            i % 500,
+            login_s / 3600 % 24,
+            login_s / 60 % 60,
+            login_s % 60
+        )
+    };
+    let rt = rt();
+    let mut g = c.benchmark_group("lookup join, 8192 views + 100 customer updates per round");
+    g.sample_size(10);
+    for table_rows in [10_000usize, 1_000_000] {
+        let mut pipe = rt.block_on(Pipe::new(&streams, std::slice::from_ref(&view)));
+        let mut seq = 0;
+        let mut raw = |stream: usize, lines: String| {
+            seq += 1;
+            RawBatch::from_lines(stream, lines.into_bytes(), Origin::Generator { first: seq })
+        };
+        let load: Vec<Vec<RawBatch>> = (0..table_rows)
+            .step_by(50_000)
+            .map(|from| {
+                let lines: String = (from..(from + 50_000).min(table_rows))
+                    .map(|i| customer(i, 0))
+                    .collect();
+                vec![raw(customers, lines)]
+            })
+            .collect();
+        rt.block_on(pipe.run(&load));
+        let mut x: u64 = 11;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        let rounds: Vec<Vec<RawBatch>> = (0..20)
+            .map(|r| {
+                let updates: String = (0..100)
+                    .map(|_| customer(next() % table_rows, 1 + r))
+                    .collect();
+                let views_lines: String = (0..BATCH)
+                    .map(|j| {
+                        format!(
+                            "{{\"view_id\":\"V-{r}-{j}\",\"customer_id\":\"CUST-{:07}\",\
+                             \"product_id\":\"PROD-{:04}\",\"view_duration\":{},\
+                             \"view_time\":\"2024-06-01T00:00:{:02}Z\"}}\n",
+                            next() % table_rows,
+                            next() % 100,
+                            next() % 300,
+                            r
+                        )
+                    })
+                    .collect();
+                vec![raw(customers, updates), raw(views, views_lines)]
+            })
+            .collect();
+        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{table_rows} customers"), |b| {
+            b.iter(|| rt.block_on(pipe.run(&rounds)))
+        });
+    }
+    g.finish();
+}
+
 /// Checkpoint cost with every shipped view after ~450k events of default traffic: taking the
 /// engine's state and writing it (Arrow IPC, fsync, rename), and reading it back into an
 /// engine.
@@ -349,6 +435,7 @@ criterion_group!(
     bench_generator,
     bench_decode,
     bench_pipeline,
+    bench_large_table,
     bench_checkpoint
 );
 

@@ -13,9 +13,7 @@ use arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
     TimestampMillisecondArray, UInt32Array,
 };
-use arrow::compute::{
-    concat_batches, filter_record_batch, interleave, take, take_record_batch,
-};
+use arrow::compute::{concat_batches, filter_record_batch, interleave, take, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
@@ -119,7 +117,9 @@ impl KeyedTable {
         } else {
             arrow::compute::cast(keys, key_type)?
         };
-        let rows = self.converter.convert_columns(std::slice::from_ref(&keys))?;
+        let rows = self
+            .converter
+            .convert_columns(std::slice::from_ref(&keys))?;
         Ok((0..keys.len())
             .map(|i| {
                 if keys.is_null(i) {

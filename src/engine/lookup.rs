@@ -260,8 +260,7 @@ impl LookupJoinExec {
                 return Ok(cols);
             };
             let opts = RecordBatchOptions::new().with_row_count(Some(at.len()));
-            let read =
-                RecordBatch::try_new_with_options(self.scan_schema.clone(), cols, &opts)?;
+            let read = RecordBatch::try_new_with_options(self.scan_schema.clone(), cols, &opts)?;
             exprs
                 .iter()
                 .map(|e| e.evaluate(&read)?.into_array(read.num_rows()))
@@ -436,9 +435,9 @@ mod tests {
             probe_schema.clone(),
             vec![
                 Arc::new(Int64Array::from_iter_values(0..200)),
-                Arc::new(StringArray::from_iter((0..200).map(|i| {
-                    (i % 11 != 0).then(|| format!("k{}", (i * 7) % 45))
-                }))),
+                Arc::new(StringArray::from_iter(
+                    (0..200).map(|i| (i % 11 != 0).then(|| format!("k{}", (i * 7) % 45))),
+                )),
                 Arc::new(Int64Array::from_iter_values((0..200).map(|i| i % 13))),
             ],
         )
@@ -498,7 +497,10 @@ mod tests {
         for sql in rewritten {
             let (plan, rows) = run(&with, sql).await;
             let (_, expected) = run(&without, sql).await;
-            assert!(plan.contains("LookupJoinExec"), "not rewritten: {sql}\n{plan}");
+            assert!(
+                plan.contains("LookupJoinExec"),
+                "not rewritten: {sql}\n{plan}"
+            );
             assert!(!plan.contains("HashJoinExec"), "{sql}\n{plan}");
             assert_eq!(rows, expected, "{sql}");
         }
