@@ -64,6 +64,20 @@ struct Column {
     counts: Vec<u64>,
     /// Whether the slot has seen a non-NULL value (sum, min, max: NULL until then).
     valid: Vec<bool>,
+    /// min/max over a changelog: every value each group holds, with its multiplicity (floats
+    /// as their total-order bits, see [`float_key`]), so a value can be taken back out.
+    bags: Option<Vec<BTreeMap<i64, u32>>>,
+}
+
+/// An `f64` as an `i64` ordered as `f64::total_cmp` orders floats.
+fn float_key(f: f64) -> i64 {
+    let b = f.to_bits() as i64;
+    b ^ ((((b >> 63) as u64) >> 1) as i64)
+}
+
+/// The inverse of [`float_key`].
+fn key_float(k: i64) -> f64 {
+    f64::from_bits((k ^ ((((k >> 63) as u64) >> 1) as i64)) as u64)
 }
 
 impl Fast {
@@ -115,6 +129,81 @@ impl Column {
             floats: Vec::new(),
             counts: Vec::new(),
             valid: Vec::new(),
+            bags: None,
+        }
+    }
+
+    fn is_min_max(&self) -> bool {
+        matches!(
+            self.kind,
+            Fast::MinInt | Fast::MaxInt | Fast::MinFloat | Fast::MaxFloat
+        )
+    }
+
+    /// Adds (or with `retract` removes) raw values to their slots' bags.
+    fn bag_values(
+        &mut self,
+        values: &ArrayRef,
+        slots: &[Option<usize>],
+        retract: bool,
+    ) -> Result<()> {
+        let float = matches!(self.kind, Fast::MinFloat | Fast::MaxFloat);
+        let values = cast(
+            values,
+            if float {
+                &DataType::Float64
+            } else {
+                &DataType::Int64
+            },
+        )?;
+        let Some(bags) = self.bags.as_mut() else {
+            return Ok(());
+        };
+        for (i, slot) in slots.iter().enumerate() {
+            let Some(s) = *slot else { continue };
+            if values.is_null(i) {
+                continue;
+            }
+            let key = if float {
+                float_key(values.as_primitive::<Float64Type>().value(i))
+            } else {
+                values.as_primitive::<Int64Type>().value(i)
+            };
+            if bags.len() <= s {
+                bags.resize_with(s + 1, BTreeMap::new);
+            }
+            let n = bags[s].entry(key).or_insert(0);
+            if retract {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    bags[s].remove(&key);
+                }
+            } else {
+                *n += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets each slot's min or max from its bag.
+    fn refresh(&mut self, slots: &[usize]) {
+        let Some(bags) = self.bags.as_ref() else {
+            return;
+        };
+        let max = matches!(self.kind, Fast::MaxInt | Fast::MaxFloat);
+        for &s in slots {
+            let Some(bag) = bags.get(s) else { continue };
+            let held = if max {
+                bag.last_key_value()
+            } else {
+                bag.first_key_value()
+            };
+            self.valid[s] = held.is_some();
+            let k = held.map_or(0, |(&k, _)| k);
+            match self.kind {
+                Fast::MinFloat | Fast::MaxFloat => self.floats[s] = key_float(k),
+                _ => self.ints[s] = k,
+            }
         }
     }
 
@@ -133,6 +222,9 @@ impl Column {
             }
         }
         self.valid[slot] = self.kind == Fast::Count;
+        if let Some(bag) = self.bags.as_mut().and_then(|b| b.get_mut(slot)) {
+            bag.clear();
+        }
         match self.kind {
             Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => self.ints[slot] = 0,
             Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats[slot] = 0.0,
@@ -232,6 +324,8 @@ impl Column {
                     }
                 }
             }
+            // Kept in bags: the raw values come back out through `GroupState::apply_raw`.
+            _ if self.bags.is_some() => {}
             _ => {
                 return Err(Error::Config(
                     "internal: min and max cannot take rows back".into(),
@@ -292,7 +386,16 @@ impl Column {
     }
 
     fn size_bytes(&self) -> usize {
-        self.ints.len() * 8 + self.floats.len() * 8 + self.counts.len() * 8 + self.valid.len()
+        self.ints.len() * 8
+            + self.floats.len() * 8
+            + self.counts.len() * 8
+            + self.valid.len()
+            + self
+                .bags
+                .iter()
+                .flatten()
+                .map(|b| b.len() * 32)
+                .sum::<usize>()
     }
 }
 
@@ -628,16 +731,34 @@ impl GroupState {
             cols,
             &opts,
         )?;
+        // Groups come back in slots 0.. in `live` order: move the kept values with them.
+        let bags: Vec<Option<Vec<BTreeMap<i64, u32>>>> = self
+            .columns
+            .iter_mut()
+            .map(|c| {
+                c.as_mut().and_then(|c| c.bags.as_mut()).map(|b| {
+                    live.iter()
+                        .map(|&s| b.get_mut(s).map(std::mem::take).unwrap_or_default())
+                        .collect()
+                })
+            })
+            .collect();
         self.clear();
         self.merge(&batch, &mut Vec::new())?;
+        for (c, b) in self.columns.iter_mut().zip(bags) {
+            if let (Some(c), Some(b)) = (c.as_mut(), b) {
+                c.bags = Some(b);
+            }
+        }
         Ok(batch)
     }
 
     /// Whether rows can be taken back out of these aggregates, as a view over a keyed table or
-    /// another view needs when a row is replaced or removed: yes for count, and for sum and avg
+    /// another view needs when a row is replaced or removed: yes for count, for sum and avg
     /// whose inputs are never NULL (a sum of no values is NULL, which subtracting cannot
-    /// know), given a count of every row (`count(*)`) to tell when a group is empty. Returns
-    /// that count's position among the aggregates. `input` is the aggregate's input schema.
+    /// know), and for min and max once [`GroupState::keep_values`] is on, given a count of
+    /// every row (`count(*)`) to tell when a group is empty. Returns that count's position
+    /// among the aggregates. `input` is the aggregate's input schema.
     pub fn retraction(&self, input: &arrow::datatypes::Schema) -> Option<usize> {
         let never_null = |a: &AggregateFunctionExpr| {
             a.expressions()
@@ -650,6 +771,7 @@ impl GroupState {
                 Fast::Count if never_null(a) => count_star = count_star.or(Some(j)),
                 Fast::Count | Fast::Avg => {}
                 Fast::SumInt | Fast::SumFloat if never_null(a) => {}
+                Fast::MinInt | Fast::MaxInt | Fast::MinFloat | Fast::MaxFloat => {}
                 _ => return None,
             }
         }
@@ -664,8 +786,70 @@ impl GroupState {
         }
     }
 
+    /// The min and max aggregates (positions), whose raw values a view over a changelog keeps
+    /// in per-group bags.
+    pub fn min_max(&self) -> Vec<usize> {
+        (0..self.aggs.len())
+            .filter(|&j| self.columns[j].as_ref().is_some_and(|c| c.is_min_max()))
+            .collect()
+    }
+
+    /// Keeps every raw value of the min and max aggregates per group, so that they can be
+    /// taken back out ([`GroupState::apply_raw`]).
+    pub fn keep_values(&mut self) {
+        for c in self.columns.iter_mut().flatten() {
+            if c.is_min_max() {
+                c.bags = Some(Vec::new());
+            }
+        }
+    }
+
+    /// Whether min/max values are kept per group.
+    pub fn keeps_values(&self) -> bool {
+        self.columns.iter().flatten().any(|c| c.bags.is_some())
+    }
+
+    /// Adds (or with `retract` removes) rows of raw values: the group columns, then one column
+    /// per [`GroupState::min_max`] aggregate. Groups must exist (merge the rows' partial state
+    /// first); call [`GroupState::refresh`] on the touched groups afterwards.
+    pub fn apply_raw(&mut self, raw: &RecordBatch, retract: bool) -> Result<()> {
+        if raw.num_rows() == 0 {
+            return Ok(());
+        }
+        let g = self.num_group_cols;
+        let keys = if g == 0 {
+            None
+        } else {
+            Some(self.converter.convert_columns(&raw.columns()[..g])?)
+        };
+        let slots: Vec<Option<usize>> = (0..raw.num_rows())
+            .map(|i| {
+                let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
+                self.index.get(key).copied()
+            })
+            .collect();
+        for (n, j) in self.min_max().into_iter().enumerate() {
+            if let Some(c) = self.columns[j].as_mut() {
+                c.bag_values(raw.column(g + n), &slots, retract)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the min and max of the given groups from their kept values.
+    pub fn refresh(&mut self, slots: &[usize]) {
+        for c in self.columns.iter_mut().flatten() {
+            c.refresh(slots);
+        }
+    }
+
     /// Forgets every group.
     pub fn clear(&mut self) {
+        for c in self.columns.iter_mut().flatten() {
+            if let Some(b) = c.bags.as_mut() {
+                b.clear();
+            }
+        }
         self.index.clear();
         self.slots.clear();
         self.free.clear();
@@ -678,6 +862,11 @@ impl GroupState {
             if let Some(st) = self.slots[s].take() {
                 self.index.remove(&st.key);
                 self.free.push(s);
+                for c in self.columns.iter_mut().flatten() {
+                    if let Some(bag) = c.bags.as_mut().and_then(|b| b.get_mut(s)) {
+                        *bag = BTreeMap::new();
+                    }
+                }
             }
         }
     }

@@ -147,6 +147,11 @@ pub(crate) struct AggregateView {
     carry_keys: bool,
     /// Over a changelog: which aggregate counts every row (a group at zero is gone).
     count_star: Option<usize>,
+    /// Over a changelog with min or max: the plan computing each input row's group columns
+    /// and min/max arguments, whose values the groups keep.
+    raw: Option<Arc<dyn ExecutionPlan>>,
+    /// Restored from a checkpoint, which holds no kept values: rebuild before the next round.
+    stale: bool,
 }
 
 pub(crate) enum ViewKind {
@@ -746,6 +751,7 @@ impl Engine {
     ) -> Result<StepOutput> {
         let mut out = StepOutput::default();
         let mut changed: HashSet<Input> = HashSet::new();
+        self.rebuild_stale(&mut changed, &mut out).await?;
         for (stream, batch) in batches {
             self.ingest(stream, batch, &mut changed, &mut out).await?;
         }
@@ -889,10 +895,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Rebuilds the views over a changelog restored without their kept min/max values.
+    async fn rebuild_stale(
+        &mut self,
+        changed: &mut HashSet<Input>,
+        out: &mut StepOutput,
+    ) -> Result<()> {
+        for i in 0..self.views.len() {
+            let stale = matches!(&self.views[i].kind, ViewKind::Aggregate(a) if a.stale);
+            if let (true, Some(input)) = (stale, self.views[i].changelog_input()) {
+                let changes = self.rebuild_changes(i, input).await?;
+                self.publish(i, changes, changed, out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// End of input: closes every open window and propagates the results.
     pub async fn finish(&mut self) -> Result<StepOutput> {
         let mut out = StepOutput::default();
         let mut changed: HashSet<Input> = HashSet::new();
+        self.rebuild_stale(&mut changed, &mut out).await?;
         for i in 0..self.views.len() {
             let changes = match &self.views[i].kind {
                 ViewKind::Aggregate(a) if a.window.is_some() => self.close_windows(i, i64::MAX)?,
@@ -1200,21 +1223,30 @@ impl Engine {
             return Ok((Changes::none(), false));
         };
         let plan = a.partial.clone();
+        let raw_plan = a.raw.clone();
         let Some(delta) = self.deltas.get(&input) else {
             return Ok((Changes::none(), false));
         };
         let sets = vec![delta.added.clone(), delta.removed.clone()];
+        let raws = match &raw_plan {
+            Some(r) => self.partials_over(r, input, sets.clone()).await?,
+            None => vec![Vec::new(), Vec::new()],
+        };
         let parts = self.partials_over(&plan, input, sets).await?;
         let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
             return Ok((Changes::none(), false));
         };
         let mut touched = Vec::new();
-        for (set, retract) in parts.iter().zip([false, true]) {
+        for ((set, raw), retract) in parts.iter().zip(&raws).zip([false, true]) {
             for p in set {
                 a.groups.merge_signed(p, &mut touched, retract)?;
             }
+            for r in raw {
+                a.groups.apply_raw(r, retract)?;
+            }
         }
         dedup(&mut touched);
+        a.groups.refresh(&touched);
         Ok((self.emit_touched(i, touched, false)?, false))
     }
 
@@ -1224,6 +1256,7 @@ impl Engine {
             return Ok((Changes::none(), false));
         };
         let plan = a.partial.clone();
+        let raw_plan = a.raw.clone();
         let rows = match input {
             Input::View(v) => match self.views[v].result.as_mut() {
                 Some(r) => r.snapshot()?,
@@ -1234,16 +1267,28 @@ impl Engine {
                 None => return Ok((Changes::none(), false)),
             },
         };
+        let raws = match &raw_plan {
+            Some(r) => {
+                self.partials_over(r, input, vec![vec![rows.clone()]])
+                    .await?
+            }
+            None => Vec::new(),
+        };
         let parts = self.partials_over(&plan, input, vec![vec![rows]]).await?;
         let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
             return Ok((Changes::none(), false));
         };
         a.groups.clear();
+        a.stale = false;
         let mut touched = Vec::new();
         for p in parts.iter().flatten() {
             a.groups.merge(p, &mut touched)?;
         }
+        for r in raws.iter().flatten() {
+            a.groups.apply_raw(r, false)?;
+        }
         dedup(&mut touched);
+        a.groups.refresh(&touched);
         Ok((self.emit_touched(i, touched, true)?, false))
     }
 
@@ -1432,8 +1477,10 @@ mod tests {
     async fn group_by_over_a_table_runs_on_its_changelog_when_rows_can_be_taken_back() {
         let cases = [
             ("SELECT category, count(*) AS n, sum(stock_quantity) AS s, avg(rating) AS r FROM products GROUP BY category", true),
-            // max cannot take a row back out.
-            ("SELECT category, count(*) AS n, max(price) AS p FROM products GROUP BY category", false),
+            // min and max keep each group's values, so a row can come back out.
+            ("SELECT category, count(*) AS n, max(price) AS p, min(updated_at) AS t FROM products GROUP BY category", true),
+            // ... but a count(*) still says when a group is empty.
+            ("SELECT category, max(price) AS p FROM products GROUP BY category", false),
             // Without count(*), nothing says when a group is empty.
             ("SELECT category, sum(stock_quantity) AS s FROM products GROUP BY category", false),
             // A sum over a column that may be NULL: subtracting cannot tell NULL from 0.
@@ -1490,5 +1537,53 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| b        | 2 | 75    |"), "{text}");
+    }
+
+    /// min and max over a changelog: a replaced row's value leaves its group (the next
+    /// largest value takes over), also after the engine is restored from a checkpoint.
+    #[tokio::test]
+    async fn min_and_max_give_back_the_values_of_replaced_rows() {
+        let s = streams();
+        let sql = "SELECT category, count(*) AS n, max(price) AS top, min(stock_quantity) AS low \
+                   FROM products GROUP BY category";
+        let mut engine = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
+        let (i, b) = products(
+            &s,
+            &[
+                ("p1", "a", 30.0, 5, 1000),
+                ("p2", "a", 20.0, 7, 1000),
+                ("p3", "a", 30.0, 9, 1000),
+            ],
+        );
+        engine.process(i, b).await.unwrap();
+        let text = |e: &mut Engine| {
+            let rows = e.snapshot("v").unwrap().unwrap();
+            arrow::util::pretty::pretty_format_batches(&[rows])
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            text(&mut engine).contains("| a        | 3 | 30.0 | 5   |"),
+            "{}",
+            text(&mut engine)
+        );
+        // p1 drops its price: 30.0 is still held by p3. Its stock goes up: p2 holds the least.
+        let (i, b) = products(&s, &[("p1", "a", 10.0, 50, 2000)]);
+        engine.process(i, b).await.unwrap();
+        assert!(
+            text(&mut engine).contains("| a        | 3 | 30.0 | 7   |"),
+            "{}",
+            text(&mut engine)
+        );
+        // A checkpoint and a fresh engine: the kept values are rebuilt from the table.
+        let saved = engine.save_state().unwrap();
+        let mut engine = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
+        engine.restore_state(&saved).unwrap();
+        // p3 leaves for b: a's max is now 20.0, b has p3 alone.
+        let (i, b) = products(&s, &[("p3", "b", 30.0, 9, 3000)]);
+        engine.process(i, b).await.unwrap();
+        let t = text(&mut engine);
+        assert!(t.contains("| a        | 2 | 20.0 | 7   |"), "{t}");
+        assert!(t.contains("| b        | 1 | 30.0 | 9   |"), "{t}");
     }
 }

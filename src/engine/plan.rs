@@ -25,6 +25,7 @@ use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
 };
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 
 use super::aggregate::{GroupState, WindowSpec};
@@ -800,7 +801,26 @@ impl Engine {
         let group_schema = Arc::new(Schema::new(
             agg_out.fields()[..agg.group_expr.len()].to_vec(),
         ));
-        let groups = GroupState::new(base.aggr_expr().to_vec(), &group_schema, agg_out, window)?;
+        let mut groups =
+            GroupState::new(base.aggr_expr().to_vec(), &group_schema, agg_out, window)?;
+        // Over a changelog, min and max keep each group's raw values (the group columns and the
+        // aggregates' arguments, computed by `raw`) so that a row can be taken back out.
+        let mut raw: Option<Arc<dyn ExecutionPlan>> = None;
+        let min_max = groups.min_max();
+        if over_changes && !min_max.is_empty() {
+            let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = base.group_expr().expr().to_vec();
+            for (n, &j) in min_max.iter().enumerate() {
+                let Some(arg) = base.aggr_expr()[j].expressions().into_iter().next() else {
+                    return Ok(None);
+                };
+                exprs.push((arg, format!("__value_{n}")));
+            }
+            raw = Some(Arc::new(
+                ProjectionExec::try_new(exprs, base.input().clone())
+                    .map_err(|e| view_error(def, &e))?,
+            ));
+            groups.keep_values();
+        }
         let count_star = if over_changes {
             match groups.retraction(&base.input_schema()) {
                 Some(j) => Some(j),
@@ -830,6 +850,8 @@ impl Engine {
                 window,
                 carry_keys,
                 count_star,
+                raw,
+                stale: false,
             })),
             inputs,
             Some(result),

@@ -159,6 +159,8 @@ impl Engine {
             if let (ViewKind::Aggregate(a), Some(groups)) = (&mut v.kind, &saved.groups) {
                 a.groups.clear();
                 a.groups.merge(groups, &mut Vec::new())?;
+                // A checkpoint holds no min/max values per group: rebuilt from the input.
+                a.stale = a.raw.is_some();
             }
             if let (ViewKind::IntervalJoin(j), Some((left, right))) = (&mut v.kind, &saved.join) {
                 j.restore(left.clone(), right.clone())?;
