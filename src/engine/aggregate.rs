@@ -236,7 +236,8 @@ impl Column {
     }
 
     /// Merges partial state rows into their slots (`slots[i]` for row `i`). With `retract`,
-    /// the rows are taken out instead (count, sum and avg only: [`GroupState::retraction`]).
+    /// the rows are taken out instead (count, sum and avg; min and max take theirs out of their
+    /// bags through [`GroupState::apply_raw`]: see [`GroupState::retraction`]).
     fn merge(&mut self, state: &[ArrayRef], slots: &[usize], retract: bool) -> Result<()> {
         if retract {
             return self.retract(state, slots);
