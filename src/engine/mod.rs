@@ -1576,14 +1576,17 @@ mod tests {
             text(&mut engine)
         );
         // A checkpoint and a fresh engine: the kept values are rebuilt from the table.
+        // Taking the state must leave the running engine's kept values in place too.
         let saved = engine.save_state().unwrap();
-        let mut engine = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
-        engine.restore_state(&saved).unwrap();
+        let mut restored = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
+        restored.restore_state(&saved).unwrap();
         // p3 leaves for b: a's max is now 20.0, b has p3 alone.
-        let (i, b) = products(&s, &[("p3", "b", 30.0, 9, 3000)]);
-        engine.process(i, b).await.unwrap();
-        let t = text(&mut engine);
-        assert!(t.contains("| a        | 2 | 20.0 | 7   |"), "{t}");
-        assert!(t.contains("| b        | 1 | 30.0 | 9   |"), "{t}");
+        for e in [&mut engine, &mut restored] {
+            let (i, b) = products(&s, &[("p3", "b", 30.0, 9, 3000)]);
+            e.process(i, b).await.unwrap();
+            let t = text(e);
+            assert!(t.contains("| a        | 2 | 20.0 | 7   |"), "{t}");
+            assert!(t.contains("| b        | 1 | 30.0 | 9   |"), "{t}");
+        }
     }
 }
