@@ -147,27 +147,24 @@ impl Column {
         slots: &[Option<usize>],
         retract: bool,
     ) -> Result<()> {
-        let float = matches!(self.kind, Fast::MinFloat | Fast::MaxFloat);
-        let values = cast(
-            values,
-            if float {
-                &DataType::Float64
-            } else {
-                &DataType::Int64
-            },
-        )?;
         let Some(bags) = self.bags.as_mut() else {
             return Ok(());
         };
-        for (i, slot) in slots.iter().enumerate() {
-            let Some(s) = *slot else { continue };
-            if values.is_null(i) {
+        // Bag keys: integers as they are, floats by their total-order bits.
+        let keys: Vec<Option<i64>> = match self.kind {
+            Fast::MinFloat | Fast::MaxFloat => cast(values, &DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(float_key))
+                .collect(),
+            _ => cast(values, &DataType::Int64)?
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect(),
+        };
+        for (slot, key) in slots.iter().zip(keys) {
+            let (Some(s), Some(key)) = (*slot, key) else {
                 continue;
-            }
-            let key = if float {
-                float_key(values.as_primitive::<Float64Type>().value(i))
-            } else {
-                values.as_primitive::<Int64Type>().value(i)
             };
             if bags.len() <= s {
                 bags.resize_with(s + 1, BTreeMap::new);
@@ -772,7 +769,8 @@ impl GroupState {
                 Fast::Count if never_null(a) => count_star = count_star.or(Some(j)),
                 Fast::Count | Fast::Avg => {}
                 Fast::SumInt | Fast::SumFloat if never_null(a) => {}
-                Fast::MinInt | Fast::MaxInt | Fast::MinFloat | Fast::MaxFloat => {}
+                Fast::MinInt | Fast::MaxInt | Fast::MinFloat | Fast::MaxFloat
+                    if c.as_ref()?.bags.is_some() => {}
                 _ => return None,
             }
         }
@@ -803,11 +801,6 @@ impl GroupState {
                 c.bags = Some(Vec::new());
             }
         }
-    }
-
-    /// Whether min/max values are kept per group.
-    pub fn keeps_values(&self) -> bool {
-        self.columns.iter().flatten().any(|c| c.bags.is_some())
     }
 
     /// Adds (or with `retract` removes) rows of raw values: the group columns, then one column

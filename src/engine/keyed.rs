@@ -30,8 +30,8 @@ pub struct TableDelta {
 /// joins that probe it while a plan runs.
 pub type SharedTable = Arc<RwLock<KeyedTable>>;
 
-/// Reads a shared table (a panic elsewhere cannot leave it half-updated: upserts build the new
-/// rows before swapping them in, so a poisoned lock still guards a consistent table).
+/// Reads a shared table. A poisoned lock is used as it is: nothing in an upsert panics on its
+/// input, so a panic elsewhere while holding the lock leaves the table as it was.
 pub fn read(t: &SharedTable) -> RwLockReadGuard<'_, KeyedTable> {
     t.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -224,24 +224,26 @@ impl KeyedTable {
             return Ok(None);
         }
         replaced.sort_unstable();
+        let replaced = UInt32Array::from(replaced);
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let removed = RecordBatch::try_new_with_options(
             self.schema.clone(),
-            self.gather(&all, &UInt32Array::from(replaced.clone()))?,
+            self.gather(&all, &replaced)?,
             &RecordBatchOptions::new().with_row_count(Some(replaced.len())),
         )?;
-        for &p in &replaced {
+        for &p in replaced.values() {
             self.alive[p as usize] = false;
         }
         self.live -= replaced.len();
         take_rows.sort_unstable();
-        let added = take_record_batch(batch, &UInt32Array::from(take_rows.clone()))?;
+        let take_rows = UInt32Array::from(take_rows);
+        let added = take_record_batch(batch, &take_rows)?;
         let start = self.alive.len();
         self.chunks.push(added.clone());
         self.starts.push(start);
         self.alive.resize(start + added.num_rows(), true);
         self.live += added.num_rows();
-        for (j, &i) in take_rows.iter().enumerate() {
+        for (j, &i) in take_rows.values().iter().enumerate() {
             self.index
                 .insert(keys.row(i as usize).data().into(), start + j);
         }

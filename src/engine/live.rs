@@ -160,9 +160,6 @@ impl LiveScanExec {
             props: Arc::new(props),
         })
     }
-}
-
-impl LiveScanExec {
     pub fn data(&self) -> &LiveData {
         &self.data
     }

@@ -377,12 +377,11 @@ mod tests {
     use super::*;
     use crate::engine::keyed::KeyedTable;
     use crate::engine::live::LiveTable;
+    use crate::engine::topk::tests::run;
     use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;
-    use datafusion::physical_plan::displayable;
     use datafusion::prelude::{SessionConfig, SessionContext};
     use std::sync::RwLock;
 
@@ -464,16 +463,6 @@ mod tests {
             ctx.register_table("s", Arc::new(s)).unwrap();
         }
         (with, without)
-    }
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let text = displayable(plan.as_ref()).indent(false).to_string();
-        let rows = pretty_format_batches(&df.collect().await.unwrap())
-            .unwrap()
-            .to_string();
-        (text, rows)
     }
 
     /// Joins on the table's key become lookups with the rows the hash join finds, for every

@@ -1214,31 +1214,36 @@ impl Engine {
         run
     }
 
-    /// A view over a changelog, after a round: the rows its input added go into their groups,
-    /// the rows it replaced or removed come back out.
-    async fn step_changes(&mut self, i: usize) -> Result<(Changes, bool)> {
-        let (ViewKind::Aggregate(a), Some(input)) =
-            (&self.views[i].kind, self.views[i].changelog_input())
-        else {
-            return Ok((Changes::none(), false));
+    /// Runs a changelog view's partial plan (and, for min/max, its raw plan) over each set of
+    /// rows and folds the results into its groups: a set flagged `true` is taken back out.
+    /// With `fresh`, the groups start empty. Returns the touched groups, min/max refreshed.
+    async fn fold_changes(
+        &mut self,
+        i: usize,
+        input: Input,
+        sets: Vec<(Vec<RecordBatch>, bool)>,
+        fresh: bool,
+    ) -> Result<Vec<usize>> {
+        let ViewKind::Aggregate(a) = &self.views[i].kind else {
+            return Ok(Vec::new());
         };
-        let plan = a.partial.clone();
-        let raw_plan = a.raw.clone();
-        let Some(delta) = self.deltas.get(&input) else {
-            return Ok((Changes::none(), false));
-        };
-        let sets = vec![delta.added.clone(), delta.removed.clone()];
+        let (plan, raw_plan) = (a.partial.clone(), a.raw.clone());
+        let (rows, signs): (Vec<_>, Vec<_>) = sets.into_iter().unzip();
         let raws = match &raw_plan {
-            Some(r) => self.partials_over(r, input, sets.clone()).await?,
-            None => vec![Vec::new(), Vec::new()],
+            Some(r) => self.partials_over(r, input, rows.clone()).await?,
+            None => vec![Vec::new(); rows.len()],
         };
-        let parts = self.partials_over(&plan, input, sets).await?;
+        let parts = self.partials_over(&plan, input, rows).await?;
         let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
-            return Ok((Changes::none(), false));
+            return Ok(Vec::new());
         };
+        if fresh {
+            a.groups.clear();
+            a.stale = false;
+        }
         let mut touched = Vec::new();
-        for ((set, raw), retract) in parts.iter().zip(&raws).zip([false, true]) {
-            for p in set {
+        for ((part, raw), retract) in parts.iter().zip(&raws).zip(signs) {
+            for p in part {
                 a.groups.merge_signed(p, &mut touched, retract)?;
             }
             for r in raw {
@@ -1247,16 +1252,25 @@ impl Engine {
         }
         dedup(&mut touched);
         a.groups.refresh(&touched);
+        Ok(touched)
+    }
+
+    /// A view over a changelog, after a round: the rows its input added go into their groups,
+    /// the rows it replaced or removed come back out.
+    async fn step_changes(&mut self, i: usize) -> Result<(Changes, bool)> {
+        let Some(input) = self.views[i].changelog_input() else {
+            return Ok((Changes::none(), false));
+        };
+        let Some(delta) = self.deltas.get(&input) else {
+            return Ok((Changes::none(), false));
+        };
+        let sets = vec![(delta.added.clone(), false), (delta.removed.clone(), true)];
+        let touched = self.fold_changes(i, input, sets, false).await?;
         Ok((self.emit_touched(i, touched, false)?, false))
     }
 
     /// A view over a changelog, built afresh from everything its input holds now.
     async fn rebuild_changes(&mut self, i: usize, input: Input) -> Result<(Changes, bool)> {
-        let ViewKind::Aggregate(a) = &self.views[i].kind else {
-            return Ok((Changes::none(), false));
-        };
-        let plan = a.partial.clone();
-        let raw_plan = a.raw.clone();
         let rows = match input {
             Input::View(v) => match self.views[v].result.as_mut() {
                 Some(r) => r.snapshot()?,
@@ -1267,28 +1281,9 @@ impl Engine {
                 None => return Ok((Changes::none(), false)),
             },
         };
-        let raws = match &raw_plan {
-            Some(r) => {
-                self.partials_over(r, input, vec![vec![rows.clone()]])
-                    .await?
-            }
-            None => Vec::new(),
-        };
-        let parts = self.partials_over(&plan, input, vec![vec![rows]]).await?;
-        let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
-            return Ok((Changes::none(), false));
-        };
-        a.groups.clear();
-        a.stale = false;
-        let mut touched = Vec::new();
-        for p in parts.iter().flatten() {
-            a.groups.merge(p, &mut touched)?;
-        }
-        for r in raws.iter().flatten() {
-            a.groups.apply_raw(r, false)?;
-        }
-        dedup(&mut touched);
-        a.groups.refresh(&touched);
+        let touched = self
+            .fold_changes(i, input, vec![(vec![rows], false)], true)
+            .await?;
         Ok((self.emit_touched(i, touched, true)?, false))
     }
 

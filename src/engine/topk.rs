@@ -116,7 +116,7 @@ fn limit_sort(limit: &Arc<dyn ExecutionPlan>, n: usize) -> Result<Option<Arc<dyn
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use arrow::array::{Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
@@ -159,7 +159,8 @@ mod tests {
         ctx
     }
 
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
+    /// A query's physical plan (as text) and its rows (as a table), in `ctx`.
+    pub(in crate::engine) async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
         let df = ctx.sql(sql).await.unwrap();
         let plan = df.clone().create_physical_plan().await.unwrap();
         let text = displayable(plan.as_ref()).indent(false).to_string();
