@@ -21,6 +21,23 @@ use runnel::source::Source;
 
 const PARTITIONS: i32 = 12;
 
+/// librdkafka properties from an environment variable (`key=value,key=value`), for trying
+/// settings without editing the bench.
+fn env_options(var: &str) -> KafkaOptions {
+    let items: Vec<String> = std::env::var(var)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    KafkaOptions::parse(&items).unwrap()
+}
+
+/// Whether the section `name` runs: all do unless `RUNNEL_BENCH_ONLY` lists some.
+fn section(name: &str) -> bool {
+    std::env::var("RUNNEL_BENCH_ONLY").map_or(true, |v| v.split(',').any(|s| s == name))
+}
+
 fn catalog() -> (Streams, Vec<ViewDef>) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let streams = Streams::load(&root.join("schemas")).unwrap();
@@ -55,7 +72,7 @@ fn start_instance(
         KafkaSourceConfig {
             bootstrap: bootstrap.to_string(),
             group: group.to_string(),
-            options: KafkaOptions::default(),
+            options: env_options("RUNNEL_BENCH_CONSUMER_OPTS"),
             max_records: 8192,
             max_wait,
             until_end: false,
@@ -253,7 +270,7 @@ fn run(brokers: i32, instances: usize, events: u64, rate: Option<u64>, max_wait:
     let started = Instant::now();
     let produced = producer::produce(
         cluster.bootstrap(),
-        &KafkaOptions::default(),
+        &env_options("RUNNEL_BENCH_PRODUCER_OPTS"),
         &mut gen,
         Some(events),
         rate,
@@ -335,90 +352,97 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let wait = Duration::from_millis(100);
 
-    println!("\n## Brokers (12 partitions per topic, one instance, {events} events)\n");
-    println!("| brokers | producer events/s | produce -> all views processed, events/s |");
-    println!("|---:|---:|---:|");
-    let mut broker_bars = Vec::new();
-    let mut producer_bars = Vec::new();
-    for brokers in 1..=3 {
-        let r = run(brokers, 1, events, None, wait);
-        let p = r.events as f64 / r.produce_secs;
-        let t = r.events as f64 / r.total_secs;
-        println!("| {brokers} | {p:.0} | {t:.0} |");
-        broker_bars.push((format!("{brokers} broker(s)"), t));
-        producer_bars.push((format!("{brokers} broker(s)"), p));
+    if section("brokers") {
+        println!("\n## Brokers (12 partitions per topic, one instance, {events} events)\n");
+        println!("| brokers | producer events/s | produce -> all views processed, events/s |");
+        println!("|---:|---:|---:|");
+        let mut broker_bars = Vec::new();
+        let mut producer_bars = Vec::new();
+        for brokers in 1..=3 {
+            let r = run(brokers, 1, events, None, wait);
+            let p = r.events as f64 / r.produce_secs;
+            let t = r.events as f64 / r.total_secs;
+            println!("| {brokers} | {p:.0} | {t:.0} |");
+            broker_bars.push((format!("{brokers} broker(s)"), t));
+            producer_bars.push((format!("{brokers} broker(s)"), p));
+        }
+        std::fs::write(
+            out.join("kafka-brokers.svg"),
+            bar_chart(
+                "Produce + decode + all 12 views, 12 partitions",
+                "events/s",
+                &broker_bars,
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            out.join("kafka-producer.svg"),
+            bar_chart(
+                "runnel generate --kafka: producer rate",
+                "events/s",
+                &producer_bars,
+            ),
+        )
+        .unwrap();
     }
-    std::fs::write(
-        out.join("kafka-brokers.svg"),
-        bar_chart(
-            "Produce + decode + all 12 views, 12 partitions",
-            "events/s",
-            &broker_bars,
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        out.join("kafka-producer.svg"),
-        bar_chart(
-            "runnel generate --kafka: producer rate",
-            "events/s",
-            &producer_bars,
-        ),
-    )
-    .unwrap();
-
-    println!("\n## Instances in one consumer group (3 brokers, 12 partitions, {events} events)\n");
-    println!("| instances (one thread each) | events/s |");
-    println!("|---:|---:|");
-    let mut inst_bars = Vec::new();
-    for n in 1..=2 {
-        let r = run(3, n, events, None, wait);
-        let t = r.events as f64 / r.total_secs;
-        println!("| {n} | {t:.0} |");
-        inst_bars.push((format!("{n} instance(s)"), t));
+    if section("instances") {
+        println!(
+            "\n## Instances in one consumer group (3 brokers, 12 partitions, {events} events)\n"
+        );
+        println!("| instances (one thread each) | events/s |");
+        println!("|---:|---:|");
+        let mut inst_bars = Vec::new();
+        for n in 1..=2 {
+            let r = run(3, n, events, None, wait);
+            let t = r.events as f64 / r.total_secs;
+            println!("| {n} | {t:.0} |");
+            inst_bars.push((format!("{n} instance(s)"), t));
+        }
+        std::fs::write(
+            out.join("kafka-instances.svg"),
+            bar_chart("Instances (threads) in one group", "events/s", &inst_bars),
+        )
+        .unwrap();
     }
-    std::fs::write(
-        out.join("kafka-instances.svg"),
-        bar_chart("Instances (threads) in one group", "events/s", &inst_bars),
-    )
-    .unwrap();
-
-    println!(
+    if section("drain") {
+        println!(
         "\n## Draining a backlog (3 brokers, 12 partitions, {events} events of all six streams)\n"
     );
-    println!("The consumers are held back while the backlog is produced, then timed alone: decode");
-    println!(
+        println!(
+            "The consumers are held back while the backlog is produced, then timed alone: decode"
+        );
+        println!(
         "and all shipped views but the day-long self-join, with the brokers but not the producer sharing the two cores.\n"
     );
-    println!("| instances (one thread each) | drain seconds | events/s |");
-    println!("|---:|---:|---:|");
-    let mut drain_bars = Vec::new();
-    for n in 1..=2 {
-        let cluster = fresh_cluster(3);
-        let t = experiment(&cluster, PARTITIONS, n, true, |b| {
-            producer::produce(
-                b,
-                &KafkaOptions::default(),
-                &mut generator(),
-                Some(events),
-                None,
-            )
-            .unwrap()
-        });
-        let r = t.events as f64 / t.drain_secs;
-        println!("| {n} | {:.2} | {r:.0} |", t.drain_secs);
-        drain_bars.push((format!("{n} instance(s)"), r));
+        println!("| instances (one thread each) | drain seconds | events/s |");
+        println!("|---:|---:|---:|");
+        let mut drain_bars = Vec::new();
+        for n in 1..=2 {
+            let cluster = fresh_cluster(3);
+            let t = experiment(&cluster, PARTITIONS, n, true, |b| {
+                producer::produce(
+                    b,
+                    &env_options("RUNNEL_BENCH_PRODUCER_OPTS"),
+                    &mut generator(),
+                    Some(events),
+                    None,
+                )
+                .unwrap()
+            });
+            let r = t.events as f64 / t.drain_secs;
+            println!("| {n} | {:.2} | {r:.0} |", t.drain_secs);
+            drain_bars.push((format!("{n} instance(s)"), r));
+        }
+        std::fs::write(
+            out.join("kafka-drain.svg"),
+            bar_chart(
+                "Draining a backlog through all views",
+                "events/s",
+                &drain_bars,
+            ),
+        )
+        .unwrap();
     }
-    std::fs::write(
-        out.join("kafka-drain.svg"),
-        bar_chart(
-            "Draining a backlog through all views",
-            "events/s",
-            &drain_bars,
-        ),
-    )
-    .unwrap();
-
     let tx: u64 = std::env::var("RUNNEL_BENCH_TRANSACTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -426,82 +450,88 @@ fn main() {
     let produce_transactions = |b: &str| {
         producer::produce_topic(
             b,
-            &KafkaOptions::default(),
+            &env_options("RUNNEL_BENCH_PRODUCER_OPTS"),
             &mut generator(),
             Topic::Transactions,
             tx,
         )
         .unwrap()
     };
-    println!("\n## Replication factor ({tx} transaction messages, 3 brokers, 24 partitions, one instance consuming while they are produced)\n");
-    println!("| replication | produce seconds | produce + consume through all views, seconds | original design, seconds |");
-    println!("|---:|---:|---:|---:|");
-    let mut repl_bars = Vec::new();
-    for r in 1..=3 {
-        let cluster = cluster_with(3, 24, r);
-        let t = experiment(&cluster, 24, 1, false, produce_transactions);
+    if section("replication") {
+        println!("\n## Replication factor ({tx} transaction messages, 3 brokers, 24 partitions, one instance consuming while they are produced)\n");
+        println!("| replication | produce seconds | produce + consume through all views, seconds | original design, seconds |");
+        println!("|---:|---:|---:|---:|");
+        let mut repl_bars = Vec::new();
+        for r in 1..=3 {
+            let cluster = cluster_with(3, 24, r);
+            let t = experiment(&cluster, 24, 1, false, produce_transactions);
+            println!(
+                "| {r} | {:.2} | {:.2} | about 17-18 |",
+                t.produce_secs, t.total_secs
+            );
+            repl_bars.push((format!("runnel, replication {r}"), t.total_secs));
+        }
+        repl_bars.push(("original (Spark)".to_string(), 17.5));
+        std::fs::write(
+            out.join("kafka-replication.svg"),
+            bar_chart(
+                "Produce + consume 500k transactions (lower is better)",
+                "s",
+                &repl_bars,
+            ),
+        )
+        .unwrap();
+    }
+    if section("threads") {
+        println!("\n## Worker threads ({tx} transaction messages already in the topics, 3 brokers, 24 partitions)\n");
         println!(
-            "| {r} | {:.2} | {:.2} | about 17-18 |",
-            t.produce_secs, t.total_secs
+            "runnel's engine is single-threaded per instance; threads scale it as instances in one"
         );
-        repl_bars.push((format!("runnel, replication {r}"), t.total_secs));
-    }
-    repl_bars.push(("original (Spark)".to_string(), 17.5));
-    std::fs::write(
-        out.join("kafka-replication.svg"),
-        bar_chart(
-            "Produce + consume 500k transactions (lower is better)",
-            "s",
-            &repl_bars,
-        ),
-    )
-    .unwrap();
-
-    println!("\n## Worker threads ({tx} transaction messages already in the topics, 3 brokers, 24 partitions)\n");
-    println!(
-        "runnel's engine is single-threaded per instance; threads scale it as instances in one"
-    );
-    println!("consumer group, each owning whole partitions.\n");
-    println!("| threads (instances) | processing seconds | events/s | original design, seconds |");
-    println!("|---:|---:|---:|---:|");
-    let mut thread_bars = Vec::new();
-    for (n, original) in [(1usize, 41.8), (2, 24.0)] {
-        let cluster = cluster_with(3, 24, 1);
-        let t = experiment(&cluster, 24, n, true, produce_transactions);
+        println!("consumer group, each owning whole partitions.\n");
         println!(
-            "| {n} | {:.2} | {:.0} | {original} |",
-            t.drain_secs,
-            t.events as f64 / t.drain_secs
+            "| threads (instances) | processing seconds | events/s | original design, seconds |"
         );
-        thread_bars.push((format!("runnel, {n} thread(s)"), t.drain_secs));
-        thread_bars.push((format!("original, {n} core(s)"), original));
+        println!("|---:|---:|---:|---:|");
+        let mut thread_bars = Vec::new();
+        for (n, original) in [(1usize, 41.8), (2, 24.0)] {
+            let cluster = cluster_with(3, 24, 1);
+            let t = experiment(&cluster, 24, n, true, produce_transactions);
+            println!(
+                "| {n} | {:.2} | {:.0} | {original} |",
+                t.drain_secs,
+                t.events as f64 / t.drain_secs
+            );
+            thread_bars.push((format!("runnel, {n} thread(s)"), t.drain_secs));
+            thread_bars.push((format!("original, {n} core(s)"), original));
+        }
+        std::fs::write(
+            out.join("kafka-threads.svg"),
+            bar_chart(
+                "Process 500k transactions (lower is better)",
+                "s",
+                &thread_bars,
+            ),
+        )
+        .unwrap();
     }
-    std::fs::write(
-        out.join("kafka-threads.svg"),
-        bar_chart(
-            "Process 500k transactions (lower is better)",
-            "s",
-            &thread_bars,
-        ),
-    )
-    .unwrap();
-
-    println!("\n## End-to-end latency (producer timestamp -> changes handed to the sinks; 3 brokers, one instance, --max-wait-ms 10)\n");
-    println!("| offered events/s | events | p50 ms | p99 ms | max ms |");
-    println!("|---:|---:|---:|---:|---:|");
-    let mut lat_bars = Vec::new();
-    for (rate, secs) in [(100u64, 5u64), (1_000, 5), (10_000, 5), (100_000, 4)] {
-        let r = run(3, 1, rate * secs, Some(rate), Duration::from_millis(10));
-        let mut l = r.latencies;
-        l.sort_unstable();
-        let (p50, p99, max) = (pct(&l, 0.5), pct(&l, 0.99), *l.last().unwrap_or(&0));
-        println!("| {rate} | {} | {p50} | {p99} | {max} |", r.events);
-        lat_bars.push((format!("{} /s p50", human(rate as f64)), p50 as f64));
-        lat_bars.push((format!("{} /s p99", human(rate as f64)), p99 as f64));
+    if section("latency") {
+        println!("\n## End-to-end latency (producer timestamp -> changes handed to the sinks; 3 brokers, one instance, --max-wait-ms 10)\n");
+        println!("| offered events/s | events | p50 ms | p99 ms | max ms |");
+        println!("|---:|---:|---:|---:|---:|");
+        let mut lat_bars = Vec::new();
+        for (rate, secs) in [(100u64, 5u64), (1_000, 5), (10_000, 5), (100_000, 4)] {
+            let r = run(3, 1, rate * secs, Some(rate), Duration::from_millis(10));
+            let mut l = r.latencies;
+            l.sort_unstable();
+            let (p50, p99, max) = (pct(&l, 0.5), pct(&l, 0.99), *l.last().unwrap_or(&0));
+            println!("| {rate} | {} | {p50} | {p99} | {max} |", r.events);
+            lat_bars.push((format!("{} /s p50", human(rate as f64)), p50 as f64));
+            lat_bars.push((format!("{} /s p99", human(rate as f64)), p99 as f64));
+        }
+        std::fs::write(
+            out.join("kafka-latency.svg"),
+            bar_chart("End-to-end latency by offered rate", "ms", &lat_bars),
+        )
+        .unwrap();
     }
-    std::fs::write(
-        out.join("kafka-latency.svg"),
-        bar_chart("End-to-end latency by offered rate", "ms", &lat_bars),
-    )
-    .unwrap();
 }

@@ -2,13 +2,15 @@
 //! entity id so that all events of one product (or customer, for customer rows) land in one
 //! partition. One producer for everything, batching and lz4-compressing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::{ClientConfig, Message};
 
 use super::KafkaOptions;
 use crate::error::{Error, Result};
@@ -31,15 +33,75 @@ pub fn key_field(t: Topic) -> &'static str {
     }
 }
 
+/// `"<key_field>":"`, the bytes that precede an event's key in its JSON line.
+fn key_needle(t: Topic) -> &'static [u8] {
+    match t {
+        Topic::Customers => b"\"customer_id\":\"",
+        Topic::SystemLogs => b"\"service\":\"",
+        _ => b"\"product_id\":\"",
+    }
+}
+
 /// The string value of `"field":"..."` in a JSON line, without parsing the line.
 pub fn string_field<'a>(line: &'a [u8], field: &str) -> Option<&'a [u8]> {
-    let needle = format!("\"{field}\":\"");
-    let pos = line
-        .windows(needle.len())
-        .position(|w| w == needle.as_bytes())?;
+    value_after(line, format!("\"{field}\":\"").as_bytes())
+}
+
+/// The bytes between `needle` and the next `"` in `line`.
+fn value_after<'a>(line: &'a [u8], needle: &[u8]) -> Option<&'a [u8]> {
+    let pos = memchr::memmem::find(line, needle)?;
     let rest = &line[pos + needle.len()..];
-    let end = rest.iter().position(|&b| b == b'"')?;
+    let end = memchr::memchr(b'"', rest)?;
     Some(&rest[..end])
+}
+
+/// Counts messages the brokers did not take (librdkafka reports only failures: see
+/// `delivery.report.only.error`), so that a run that lost events says so.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.first_error.lock() {
+                if first.is_none() {
+                    tracing::warn!(topic = m.topic(), error = %e, "a message was not delivered");
+                    *first = Some(format!("{}: {e}", m.topic()));
+                }
+            }
+        }
+    }
+}
+
+type Producer = BaseProducer<Deliveries>;
+
+/// Waits for every queued message, then fails if any was not delivered.
+fn finish(producer: &Producer) -> Result<()> {
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| err(format!("flushing: {e}")))?;
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = ctx
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        return Err(err(format!(
+            "{failed} events were not delivered (first: {first})"
+        )));
+    }
+    Ok(())
 }
 
 /// Creates the six topics where missing (admin API; brokers that refuse it are reported).
@@ -73,7 +135,7 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-fn producer(bootstrap: &str, opts: &KafkaOptions) -> Result<BaseProducer> {
+fn producer(bootstrap: &str, opts: &KafkaOptions) -> Result<Producer> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -81,14 +143,18 @@ fn producer(bootstrap: &str, opts: &KafkaOptions) -> Result<BaseProducer> {
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("compression.type", "lz4")
-        .set("message.timeout.ms", "30000");
+        .set("message.timeout.ms", "30000")
+        // A report per delivered message cost a fifth of the producing thread's time;
+        // failures are still reported (and counted by `Deliveries`).
+        .set("delivery.report.only.error", "true");
     opts.apply(&mut c);
-    c.create().map_err(|e| err(e.to_string()))
+    c.create_with_context(Deliveries::default())
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Sends one event, keyed by its entity id, waiting while the local queue is full.
-fn send(producer: &BaseProducer, t: Topic, line: &[u8]) -> Result<()> {
-    let key = string_field(line, key_field(t)).unwrap_or_default();
+fn send(producer: &Producer, t: Topic, line: &[u8]) -> Result<()> {
+    let key = value_after(line, key_needle(t)).unwrap_or_default();
     let mut record = BaseRecord::to(t.topic()).payload(line).key(key);
     loop {
         match producer.send(record) {
@@ -144,9 +210,7 @@ pub fn produce(
         produced += n;
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .map_err(|e| err(format!("flushing: {e}")))?;
+    finish(&producer)?;
     Ok(produced)
 }
 
@@ -182,8 +246,44 @@ pub fn produce_topic(
         }
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .map_err(|e| err(format!("flushing: {e}")))?;
+    finish(&producer)?;
     Ok(produced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{Clock, DEFAULT_START_MS};
+
+    #[test]
+    fn keys_are_read_from_the_line() {
+        let line = br#"{"view_id":"V-1","customer_id":"CUST-000001","product_id":"PROD-00042","view_duration":3}"#;
+        assert_eq!(
+            value_after(line, key_needle(Topic::ProductViews)),
+            Some(&b"PROD-00042"[..])
+        );
+        assert_eq!(string_field(line, "customer_id"), Some(&b"CUST-000001"[..]));
+        assert_eq!(string_field(line, "service"), None);
+        assert_eq!(
+            string_field(br#"{"service":"unterminated"#, "service"),
+            None
+        );
+    }
+
+    /// Nothing listens on the address: every message times out, and the run says how many
+    /// were lost instead of reporting success.
+    #[test]
+    fn undelivered_events_fail_the_run() {
+        let opts = KafkaOptions::parse(&["message.timeout.ms=300".to_string()]).unwrap();
+        let mut gen = Generator::new(
+            1,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        let e = produce("127.0.0.1:1", &opts, &mut gen, Some(50), None)
+            .expect_err("no broker took the events");
+        let msg = e.to_string();
+        assert!(msg.contains("50 events were not delivered"), "{msg}");
+    }
 }

@@ -101,7 +101,12 @@ impl KafkaSource {
             .set("session.timeout.ms", "10000")
             // A fetch waits at most this long for data: the floor of end-to-end latency
             // when traffic is light (librdkafka's default is 500 ms).
-            .set("fetch.wait.max.ms", "20");
+            .set("fetch.wait.max.ms", "20")
+            // When the local queue is over its thresholds, librdkafka postpones the next fetch
+            // by this much (default 1000 ms): once the engine has caught up, a partition would
+            // sit idle for up to a second. Measured on a backlog: 157k events/s at the default,
+            // 800k+ at 10 ms.
+            .set("fetch.queue.backoff.ms", "10");
         cfg.options.apply(&mut c);
         tracing::info!(bootstrap = %cfg.bootstrap, group = %cfg.group, options = ?cfg.options.redacted(), "connecting to Kafka");
         let consumer: BaseConsumer = c.create().map_err(|e| err(e.to_string()))?;
