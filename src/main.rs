@@ -826,7 +826,14 @@ async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     if let Some(hosts) = &a.kafka {
         let opts = KafkaOptions::parse(&a.kafka_opts.kafka_options).map_err(anyhow::Error::msg)?;
-        if let Err(e) = producer::ensure_topics(hosts, &opts, a.partitions, a.replication).await {
+        tracing::info!(bootstrap = %hosts, options = ?opts.redacted(), "connecting to Kafka");
+        let existing = {
+            let (hosts, opts) = (hosts.clone(), opts.clone());
+            tokio::task::spawn_blocking(move || producer::existing_topics(&hosts, &opts)).await??
+        };
+        if let Err(e) =
+            producer::ensure_topics(hosts, &opts, &existing, a.partitions, a.replication).await
+        {
             eprintln!("warning: {e} (continuing: the topics may already exist)");
         }
         let count = match (a.count, a.rate) {

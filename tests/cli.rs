@@ -439,3 +439,49 @@ fn json_logs_and_sigterm_stops_cleanly_with_a_checkpoint() {
         "{err}"
     );
 }
+
+/// `generate --kafka` at an address where nothing listens stops with a message naming the
+/// address (before: topic creation and every message timed out, a minute with no answer).
+#[test]
+fn generate_to_an_unreachable_broker_is_a_clear_error() {
+    let (ok, text) = output(runnel().args([
+        "generate",
+        "--kafka",
+        "127.0.0.1:1",
+        "--count",
+        "10",
+        "--kafka-option",
+        "socket.connection.setup.timeout.ms=1000",
+    ]));
+    assert!(!ok, "{text}");
+    assert!(text.contains("cannot reach Kafka at 127.0.0.1:1"), "{text}");
+}
+
+/// `generate --kafka` into a running broker whose topics exist: every event lands, keyed into
+/// the topics' partitions, and the command reports how many it produced.
+#[test]
+fn generate_into_a_broker_produces_every_event() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = runnel::kafka::broker::LocalBroker::start(1).unwrap();
+    for t in runnel::generate::Topic::ALL {
+        broker.create_topic(t.topic(), 3, 1).unwrap();
+    }
+    let (ok, text) =
+        output(runnel().args(["generate", "--kafka", broker.bootstrap(), "--count", "2000"]));
+    assert!(ok, "{text}");
+    assert!(text.contains("2000 events produced"), "{text}");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let mut total = 0;
+    for t in runnel::generate::Topic::ALL {
+        for p in 0..3 {
+            let (low, high) = consumer
+                .fetch_watermarks(t.topic(), p, Duration::from_secs(10))
+                .unwrap();
+            total += high - low;
+        }
+    }
+    assert_eq!(total, 2000);
+}
