@@ -816,7 +816,8 @@ async fn run_with_repl(
 }
 
 async fn generate(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
-    init_logs(true);
+    // Into Kafka, stdout carries nothing: progress is logged (every 5 s).
+    init_logs(a.kafka.is_none());
     let clock = if a.rate.is_some() {
         Clock::Wall
     } else {

@@ -207,6 +207,7 @@ pub fn produce(
     let producer = producer(bootstrap, opts)?;
     let mut bufs: [Vec<u8>; 6] = Default::default();
     let started = Instant::now();
+    let mut last_report = started;
     let mut produced = 0u64;
     let chunk = 1024u64;
     loop {
@@ -237,6 +238,16 @@ pub fn produce(
         }
         produced += n;
         producer.poll(Duration::ZERO);
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let failed = producer.context().failed.load(Ordering::Relaxed);
+            tracing::info!(
+                produced,
+                events_per_s = (produced as f64 / started.elapsed().as_secs_f64()) as u64,
+                not_delivered = failed,
+                "producing"
+            );
+        }
     }
     finish(&producer)?;
     Ok(produced)
