@@ -21,7 +21,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -508,11 +508,7 @@ impl GroupState {
             return Ok(());
         }
         let g = self.num_group_cols;
-        let keys = if g == 0 {
-            None
-        } else {
-            Some(self.converter.convert_columns(&partial.columns()[..g])?)
-        };
+        let keys = self.group_keys(partial)?;
         let window_starts = match self.window {
             Some(w) => Some(
                 partial
@@ -803,6 +799,16 @@ impl GroupState {
         }
     }
 
+    /// The row-format keys of `batch`'s leading group columns (`None` without GROUP BY: every
+    /// row is in the one group, whose key is empty).
+    fn group_keys(&self, batch: &RecordBatch) -> Result<Option<Rows>> {
+        let g = self.num_group_cols;
+        if g == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.converter.convert_columns(&batch.columns()[..g])?))
+    }
+
     /// Adds (or with `retract` removes) rows of raw values: the group columns, then one column
     /// per [`GroupState::min_max`] aggregate. Groups must exist (merge the rows' partial state
     /// first); call [`GroupState::refresh`] on the touched groups afterwards.
@@ -811,11 +817,7 @@ impl GroupState {
             return Ok(());
         }
         let g = self.num_group_cols;
-        let keys = if g == 0 {
-            None
-        } else {
-            Some(self.converter.convert_columns(&raw.columns()[..g])?)
-        };
+        let keys = self.group_keys(raw)?;
         let slots: Vec<Option<usize>> = (0..raw.num_rows())
             .map(|i| {
                 let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());

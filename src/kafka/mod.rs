@@ -4,6 +4,9 @@
 pub mod broker;
 pub mod producer;
 
+use std::time::Duration;
+
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::ClientConfig;
 
 /// `key=value` librdkafka properties from the command line or environment.
@@ -59,6 +62,23 @@ pub fn is_secret(key: &str) -> bool {
     ]
     .iter()
     .any(|s| k.contains(s))
+}
+
+/// The topics the cluster behind `client` has. Fails within ten seconds, with a message naming
+/// `bootstrap`, when no broker answers: start-up says so rather than retrying silently.
+pub fn existing_topics<C: ClientContext>(
+    client: &Client<C>,
+    bootstrap: &str,
+) -> Result<Vec<String>, String> {
+    let md = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("cannot reach Kafka at {bootstrap}: {e}"))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_string())
+        .collect())
 }
 
 #[cfg(test)]

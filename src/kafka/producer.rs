@@ -23,28 +23,15 @@ fn err(m: impl Into<String>) -> Error {
     }
 }
 
-/// The partitioning key of an event: the product for events about products, the customer for
-/// customer rows, the service for logs.
-pub fn key_field(t: Topic) -> &'static str {
-    match t {
-        Topic::Customers => "customer_id",
-        Topic::SystemLogs => "service",
-        _ => "product_id",
-    }
-}
-
-/// `"<key_field>":"`, the bytes that precede an event's key in its JSON line.
+/// `"<field>":"`, the bytes that precede an event's partitioning key in its JSON line: the
+/// product for events about products, the customer for customer rows, the service for logs.
+/// Fixed, so that finding a message's key allocates nothing.
 fn key_needle(t: Topic) -> &'static [u8] {
     match t {
         Topic::Customers => b"\"customer_id\":\"",
         Topic::SystemLogs => b"\"service\":\"",
         _ => b"\"product_id\":\"",
     }
-}
-
-/// The string value of `"field":"..."` in a JSON line, without parsing the line.
-pub fn string_field<'a>(line: &'a [u8], field: &str) -> Option<&'a [u8]> {
-    value_after(line, format!("\"{field}\":\"").as_bytes())
 }
 
 /// The bytes between `needle` and the next `"` in `line`.
@@ -104,24 +91,14 @@ fn finish(producer: &Producer) -> Result<()> {
     Ok(())
 }
 
-/// The topics the cluster has. Fails within ten seconds, naming the address, when no broker
-/// answers (rather than letting topic creation and then every message time out, a minute
-/// with nothing to show).
+/// The topics the cluster has ([`super::existing_topics`]): an unreachable address is an error
+/// within ten seconds, rather than topic creation and then every message timing out.
 pub fn existing_topics(bootstrap: &str, opts: &KafkaOptions) -> Result<Vec<String>> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     opts.apply(&mut c);
     let client: BaseProducer = c.create().map_err(|e| err(e.to_string()))?;
-    let md = client
-        .client()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| err(format!("cannot reach Kafka at {bootstrap}: {e}")))?;
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.name().to_string())
-        .collect())
+    super::existing_topics(client.client(), bootstrap).map_err(err)
 }
 
 /// Creates those of the six topics not in `existing` (admin API; brokers that refuse it are
@@ -301,10 +278,16 @@ mod tests {
             value_after(line, key_needle(Topic::ProductViews)),
             Some(&b"PROD-00042"[..])
         );
-        assert_eq!(string_field(line, "customer_id"), Some(&b"CUST-000001"[..]));
-        assert_eq!(string_field(line, "service"), None);
         assert_eq!(
-            string_field(br#"{"service":"unterminated"#, "service"),
+            value_after(line, key_needle(Topic::Customers)),
+            Some(&b"CUST-000001"[..])
+        );
+        assert_eq!(value_after(line, key_needle(Topic::SystemLogs)), None);
+        assert_eq!(
+            value_after(
+                br#"{"service":"unterminated"#,
+                key_needle(Topic::SystemLogs)
+            ),
             None
         );
     }

@@ -110,18 +110,11 @@ impl KafkaSource {
         cfg.options.apply(&mut c);
         tracing::info!(bootstrap = %cfg.bootstrap, group = %cfg.group, options = ?cfg.options.redacted(), "connecting to Kafka");
         let consumer: BaseConsumer = c.create().map_err(|e| err(e.to_string()))?;
-        // Fail fast and clearly when nothing answers, rather than retrying silently forever.
-        let md = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| err(format!("cannot reach Kafka at {}: {e}", cfg.bootstrap)))?;
-        let existing: Vec<&str> = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.name())
-            .collect();
+        let existing =
+            crate::kafka::existing_topics(consumer.client(), &cfg.bootstrap).map_err(err)?;
+        let exists = |t: &str| existing.iter().any(|e| e == t);
         let topics: Vec<&str> = streams.streams.iter().map(|s| s.topic.as_str()).collect();
-        let missing: Vec<&&str> = topics.iter().filter(|t| !existing.contains(t)).collect();
+        let missing: Vec<&&str> = topics.iter().filter(|t| !exists(t)).collect();
         if missing.len() == topics.len() {
             return Err(err(format!(
                 "none of the topics exist at {}: {} (create them, or run `runnel generate --kafka {}`)",
@@ -133,11 +126,7 @@ impl KafkaSource {
         for t in &missing {
             tracing::warn!(topic = %t, "topic does not exist yet; its stream stays empty until it does");
         }
-        let present: Vec<&str> = topics
-            .iter()
-            .copied()
-            .filter(|t| existing.contains(t))
-            .collect();
+        let present: Vec<&str> = topics.iter().copied().filter(|t| exists(t)).collect();
         let stop_at: Option<PartMap> = cfg.stop_at.as_ref().map(part_map);
         match &stop_at {
             None => consumer
