@@ -314,3 +314,75 @@ async fn consumer_lag_is_measured() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A cluster without any of the six topics: start-up says which topics it looked for and how
+/// to create them, instead of waiting on an empty subscription.
+#[test]
+fn a_cluster_without_the_topics_is_a_clear_error() {
+    let broker = runnel::kafka::broker::LocalBroker::start(1).unwrap();
+    let e = KafkaSource::start(
+        KafkaSourceConfig {
+            bootstrap: broker.bootstrap().to_string(),
+            group: "g".into(),
+            options: KafkaOptions::default(),
+            max_records: 10,
+            max_wait: Duration::from_millis(10),
+            until_end: true,
+            resume: Default::default(),
+            stop_at: None,
+        },
+        &streams(),
+    )
+    .err()
+    .expect("must fail");
+    let msg = e.to_string();
+    assert!(msg.contains("none of the topics exist"), "{msg}");
+    assert!(msg.contains("transaction_data"), "{msg}");
+    assert!(msg.contains("runnel generate --kafka"), "{msg}");
+}
+
+/// Backpressure: while nobody takes rounds, the poller stops after the few rounds its bounded
+/// queue holds (the consumer's position stops), however large the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_does_not_pull_holds_the_poller_back() {
+    use runnel::source::Source;
+    let (_broker, bootstrap) = kafka_cluster(1, 2);
+    let n = 20_000u64;
+    produce_generated(&bootstrap, 3, n).await;
+    let max_records = 500usize;
+    let mut source = KafkaSource::start(
+        KafkaSourceConfig {
+            bootstrap,
+            group: "backpressure".into(),
+            options: KafkaOptions::default(),
+            max_records,
+            max_wait: Duration::from_millis(50),
+            until_end: true,
+            resume: Default::default(),
+            stop_at: None,
+        },
+        &streams(),
+    )
+    .unwrap();
+    // Wait until the poller has been reading (lag measured below the backlog) and then some.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while source.lag().is_none_or(|l| l as u64 >= n) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poller never read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two rounds in the channel, one blocked on sending it, one being filled: at most four.
+    let polled = n - source.lag().unwrap() as u64;
+    assert!(
+        polled <= 4 * max_records as u64,
+        "{polled} of {n} messages polled with no reader"
+    );
+    let mut read = 0;
+    while let Some(round) = source.next().await.unwrap() {
+        read += round.iter().map(|r| r.len()).sum::<usize>();
+    }
+    assert_eq!(read as u64, n);
+}

@@ -511,22 +511,46 @@ impl Source for KafkaSource {
 }
 
 /// Messages between the consumer's positions and its assigned partitions' ends (one
-/// watermark request per partition; run off the polling thread).
+/// watermark request per partition; run off the polling thread). A partition not read from
+/// yet counts from its committed offset, or from its start (`auto.offset.reset=earliest`).
 fn measure_lag(consumer: &BaseConsumer) -> Option<i64> {
     let pos = consumer.position().ok()?;
+    let mut committed: Option<HashMap<(String, i32), i64>> = None;
     let mut lag = 0i64;
     let mut known = false;
     for e in pos.elements() {
-        if let Offset::Offset(p) = e.offset() {
-            if let Ok((_, high)) =
-                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
-            {
-                lag += (high - p).max(0);
-                known = true;
+        let Ok((low, high)) =
+            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+        else {
+            continue;
+        };
+        let from = match e.offset() {
+            Offset::Offset(p) => p,
+            _ => {
+                let c = committed.get_or_insert_with(|| committed_offsets(consumer));
+                c.get(&(e.topic().to_string(), e.partition()))
+                    .copied()
+                    .unwrap_or(low)
             }
-        }
+        };
+        lag += (high - from).max(0);
+        known = true;
     }
     known.then_some(lag)
+}
+
+/// The group's committed offsets of the assigned partitions (empty when unknown).
+fn committed_offsets(consumer: &BaseConsumer) -> HashMap<(String, i32), i64> {
+    let Ok(c) = consumer.committed(Duration::from_secs(2)) else {
+        return HashMap::new();
+    };
+    c.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Commit errors that a later commit resolves (rebalances, coordinator moves, timeouts).
