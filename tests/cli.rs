@@ -485,3 +485,74 @@ fn generate_into_a_broker_produces_every_event() {
     }
     assert_eq!(total, 2000);
 }
+
+/// `runnel broker` starts a local Kafka-protocol broker and prints its address; `generate
+/// --kafka` fills it; a topic that also holds garbage is consumed to its end, the garbage set
+/// aside with its partition and offset and the views written.
+#[test]
+fn broker_generate_and_run_with_garbage_in_a_topic() {
+    use std::io::BufRead;
+    let mut broker = runnel()
+        .args(["broker", "--brokers", "2", "--partitions", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(broker.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.trim().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{first}");
+    let (ok, text) = output(runnel().args(["generate", "--kafka", &addr, "--count", "3000"]));
+    assert!(ok, "{text}");
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .unwrap();
+    for garbage in ["{\"transaction_id\": 12", "not json at all"] {
+        producer
+            .send(rdkafka::producer::BaseRecord::<(), _>::to("transaction_data").payload(garbage))
+            .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dead = out.path().join("dead.ndjson");
+    let (ok, text) = output(
+        runnel()
+            .args(["run", "--until-drained", "--source"])
+            .arg(format!("kafka:{addr}"))
+            .arg("--sink")
+            .arg(format!("ndjson:{}", out.path().display()))
+            .arg("--dead-letters")
+            .arg(&dead),
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert!(ok, "{text}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let malformed: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r["kind"] == "malformed").collect();
+    assert_eq!(malformed.len(), 2, "{rows:?}");
+    for r in malformed {
+        // topic/partition@offset
+        let pos = r["position"].as_str().unwrap();
+        let at = pos.strip_prefix("transaction_data/").unwrap_or_default();
+        assert!(
+            at.split_once('@')
+                .is_some_and(|(p, o)| p.parse::<i32>().is_ok() && o.parse::<i64>().is_ok()),
+            "{r}"
+        );
+    }
+    for view in ["sales_velocity", "top_sellers", "system_health"] {
+        let p = out.path().join(format!("{view}.ndjson"));
+        assert!(
+            std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+            "{view} has no output"
+        );
+    }
+}
