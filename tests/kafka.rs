@@ -386,3 +386,104 @@ async fn a_reader_that_does_not_pull_holds_the_poller_back() {
     }
     assert_eq!(read as u64, n);
 }
+
+/// noida-db (`pip install noida-db`): one process speaking the Kafka protocol, including the
+/// admin CreateTopics that librdkafka's mock cluster never answers. Installed if missing.
+struct Noida(std::process::Child, tempfile::TempDir);
+
+impl Noida {
+    fn start() -> (Noida, String) {
+        use std::process::{Command, Stdio};
+        let installed = || {
+            Command::new("noida-db")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !installed() {
+            let st = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "noida-db"])
+                .status()
+                .expect("python3 is needed to install noida-db");
+            assert!(st.success() && installed(), "pip install noida-db failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("noida-db")
+            .args(["start", "--host", "127.0.0.1", "--only", "kafka"])
+            .args(["--kafka-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("noida-db starts");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "noida-db never listened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (Noida(child, dir), addr)
+    }
+}
+
+impl Drop for Noida {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `generate --kafka` against a broker without the topics creates all six with
+/// `--partitions`, and every event lands in them.
+#[test]
+fn generate_creates_the_missing_topics_with_the_partitions_asked() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (_noida, addr) = Noida::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "generate",
+            "--kafka",
+            &addr,
+            "--count",
+            "2000",
+            "--partitions",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("creating topics"), "{text}");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let mut total = 0;
+    for t in runnel::generate::Topic::ALL {
+        let topic = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t.topic())
+            .unwrap_or_else(|| panic!("{} was not created", t.topic()));
+        assert_eq!(topic.partitions().len(), 3, "{}", t.topic());
+        for p in 0..3 {
+            let (low, high) = consumer
+                .fetch_watermarks(t.topic(), p, Duration::from_secs(10))
+                .unwrap();
+            total += high - low;
+        }
+    }
+    assert_eq!(total, 2000);
+}
