@@ -389,7 +389,11 @@ async fn a_reader_that_does_not_pull_holds_the_poller_back() {
 
 /// noida-db (`pip install noida-db`): one process speaking the Kafka protocol, including the
 /// admin CreateTopics that librdkafka's mock cluster never answers. Installed if missing.
-struct Noida(std::process::Child, tempfile::TempDir);
+struct Noida {
+    child: std::process::Child,
+    /// Its data directory, removed when the server is dropped.
+    _dir: tempfile::TempDir,
+}
 
 impl Noida {
     fn start() -> (Noida, String) {
@@ -431,14 +435,14 @@ impl Noida {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        (Noida(child, dir), addr)
+        (Noida { child, _dir: dir }, addr)
     }
 }
 
 impl Drop for Noida {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
