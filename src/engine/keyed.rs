@@ -159,6 +159,19 @@ impl KeyedTable {
             .collect()
     }
 
+    /// The live rows of the given keys (keys without a row are skipped).
+    pub fn rows_for_keys(&self, keys: &ArrayRef) -> Result<RecordBatch> {
+        let at: UInt32Array = self.find(keys)?.iter().flatten().map(Some).collect();
+        if at.is_empty() || self.chunks.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        let cols: Vec<usize> = (0..self.schema.fields().len()).collect();
+        Ok(RecordBatch::try_new(
+            self.schema.clone(),
+            self.gather(&cols, &at)?,
+        )?)
+    }
+
     /// Chunk and row within it of a position.
     fn locate(&self, pos: usize) -> (usize, usize) {
         let c = self.starts.partition_point(|&s| s <= pos) - 1;

@@ -33,7 +33,7 @@ use super::functions::interval_ms;
 use super::join::{Bound, IntervalJoin, Side};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
-use super::{AggregateView, CompiledView, Engine, Feed, Input, Step, ViewInfo, ViewKind};
+use super::{AggregateView, Aligned, CompiledView, Engine, Feed, Input, Step, ViewInfo, ViewKind};
 use crate::error::{Error, Result};
 
 /// Where a planning error points in the view file.
@@ -325,6 +325,95 @@ fn find_partial(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
 impl Engine {
     fn input_of(&self, plan_table: &TableReference) -> Option<Input> {
         self.names.get(plan_table.table()).copied()
+    }
+
+    /// The output columns holding the key that every row of `plan` shares with each row it
+    /// is made of, when `plan` reads only keyed tables and keyed views and does row-local
+    /// work and joins on those keys (so a row's result depends only on the input rows with
+    /// its key). `inputs` gets each table or view read, with the column of its key.
+    fn aligned_key(
+        &self,
+        plan: &LogicalPlan,
+        inputs: &mut Vec<(Input, usize)>,
+    ) -> Option<Vec<usize>> {
+        let row_local = |e: &Expr| {
+            !e.is_volatile()
+                && !e
+                    .exists(|x| {
+                        Ok(matches!(
+                            x,
+                            Expr::ScalarSubquery(_)
+                                | Expr::Exists(_)
+                                | Expr::InSubquery(_)
+                                | Expr::WindowFunction(_)
+                                | Expr::AggregateFunction(_)
+                        ))
+                    })
+                    .unwrap_or(true)
+        };
+        // Which input column a plain column reference (under aliases) is.
+        let column_at = |input: &LogicalPlan, e: &Expr| match e.clone().unalias_nested().data {
+            Expr::Column(c) => input.schema().index_of_column(&c).ok(),
+            _ => None,
+        };
+        match plan {
+            LogicalPlan::TableScan(t) => {
+                if t.fetch.is_some() || !t.filters.iter().all(row_local) {
+                    return None;
+                }
+                let input = self.input_of(&t.table_name)?;
+                let key = match input {
+                    Input::Table(s) => self.keyed[s]
+                        .as_ref()
+                        .map(|k| super::keyed::read(k).key_col())?,
+                    // A windowed view's rows leave when their window closes, unreported.
+                    Input::View(v) if self.views[v].info.windowed => return None,
+                    Input::View(v) => match self.views[v].result.as_ref()?.key_cols() {
+                        [k] => *k,
+                        _ => return None,
+                    },
+                    Input::Stream(_) => return None,
+                };
+                let pos = match &t.projection {
+                    Some(p) => p.iter().position(|&c| c == key)?,
+                    None => key,
+                };
+                inputs.push((input, key));
+                Some(vec![pos])
+            }
+            LogicalPlan::SubqueryAlias(a) => self.aligned_key(&a.input, inputs),
+            LogicalPlan::Filter(f) if row_local(&f.predicate) => self.aligned_key(&f.input, inputs),
+            LogicalPlan::Projection(p) if p.expr.iter().all(row_local) => {
+                let keys = self.aligned_key(&p.input, inputs)?;
+                let out: Vec<usize> = (0..p.expr.len())
+                    .filter(|&i| column_at(&p.input, &p.expr[i]).is_some_and(|c| keys.contains(&c)))
+                    .collect();
+                (!out.is_empty()).then_some(out)
+            }
+            // A null-aware anti join (NOT IN) depends on whether the other side holds a NULL.
+            LogicalPlan::Join(j) if !j.null_aware && j.filter.as_ref().is_none_or(row_local) => {
+                let left = self.aligned_key(&j.left, inputs)?;
+                let right = self.aligned_key(&j.right, inputs)?;
+                let on_keys = j.on.iter().any(|(l, r)| {
+                    column_at(&j.left, l).is_some_and(|c| left.contains(&c))
+                        && column_at(&j.right, r).is_some_and(|c| right.contains(&c))
+                });
+                if !on_keys {
+                    return None;
+                }
+                let shift = j.left.schema().fields().len();
+                let right_out = || right.iter().map(|c| c + shift);
+                match j.join_type {
+                    JoinType::Inner => Some(left.iter().copied().chain(right_out()).collect()),
+                    JoinType::Left => Some(left),
+                    JoinType::Right => Some(right_out().collect()),
+                    JoinType::LeftSemi | JoinType::LeftAnti => Some(left),
+                    JoinType::RightSemi | JoinType::RightAnti => Some(right),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     fn scans(&self, plan: &LogicalPlan) -> Vec<Input> {
@@ -913,9 +1002,21 @@ impl Engine {
         if def.mode == OutputMode::Append {
             return Err(reject(def, "@mode: append is for windowed GROUP BY views over a stream; this view is recomputed from tables and views, use @mode: update"));
         }
-        let key_cols = match &def.key {
-            Some(k) => resolve_key(def, &out_schema, k)?,
-            None => key_through(&plan).unwrap_or_else(|| (0..out_schema.fields().len()).collect()),
+        let mut key_inputs = Vec::new();
+        let aligned = self.aligned_key(&plan, &mut key_inputs);
+        let key_cols = match (&def.key, &aligned) {
+            (Some(k), _) => resolve_key(def, &out_schema, k)?,
+            (None, Some(cols)) if key_through(&plan).is_none() => vec![cols[0]],
+            _ => key_through(&plan).unwrap_or_else(|| (0..out_schema.fields().len()).collect()),
+        };
+        // Recomputed key by key when the view's key is the key its every row shares with its
+        // inputs.
+        let aligned = match (&aligned, &key_cols[..]) {
+            (Some(cols), [k]) if cols.contains(k) => Some(Aligned {
+                keys: key_inputs,
+                built: false,
+            }),
+            _ => None,
         };
         let physical = state
             .create_physical_plan(&plan)
@@ -934,7 +1035,10 @@ impl Engine {
         let result = ViewResult::new(out_schema, key_cols)?;
         Ok(CompiledView::new(
             info,
-            ViewKind::Recompute { plan: physical },
+            ViewKind::Recompute {
+                plan: physical,
+                aligned,
+            },
             inputs,
             Some(result),
         ))

@@ -245,6 +245,59 @@ impl ViewResult {
         Ok(Some(self.decode(gone.iter().map(|r| &r[..]))?))
     }
 
+    /// The live rows of the given keys (a view keyed by one column; keys without a row are
+    /// skipped).
+    pub fn rows_for_keys(&self, keys: &ArrayRef) -> Result<RecordBatch> {
+        let keys = self.key_rows(keys)?;
+        let rows: Vec<&[u8]> = keys
+            .iter()
+            .filter_map(|k| self.index.get(k.data()))
+            .filter_map(|&s| self.rows[s].as_deref())
+            .collect();
+        self.decode(rows.into_iter())
+    }
+
+    /// The given values of a one-column key in row format.
+    fn key_rows(&self, keys: &ArrayRef) -> Result<arrow::row::Rows> {
+        let t = match &self.key_cols[..] {
+            [k] => self.schema.field(*k).data_type(),
+            _ => {
+                return Err(crate::error::Error::Config(
+                    "internal: rows by key need a view keyed by one column".into(),
+                ))
+            }
+        };
+        let keys = if keys.data_type() == t {
+            keys.clone()
+        } else {
+            arrow::compute::cast(keys, t)?
+        };
+        Ok(self.key_conv.convert_columns(&[keys])?)
+    }
+
+    /// Replaces the rows of the given keys (one column) with `new`, whose rows all have one of
+    /// those keys: keys without a row in `new` leave the view. Returns the difference.
+    pub fn replace_keys(&mut self, keys: &ArrayRef, new: &RecordBatch) -> Result<Changes> {
+        let upserts = self.upsert(new)?;
+        let kept: std::collections::HashSet<Box<[u8]>> = if new.num_rows() == 0 {
+            Default::default()
+        } else {
+            self.keys(new)?.iter().map(|k| k.data().into()).collect()
+        };
+        let keys = self.key_rows(keys)?;
+        let gone: Vec<Box<[u8]>> = keys
+            .iter()
+            .filter(|k| !kept.contains(k.data()))
+            .filter_map(|k| self.remove(k.data()))
+            .collect();
+        let deletes = if gone.is_empty() {
+            None
+        } else {
+            Some(self.decode(gone.iter().map(|r| &r[..]))?)
+        };
+        Ok(Changes { upserts, deletes })
+    }
+
     /// Replaces the whole result with `new` and returns the difference.
     pub fn replace_all(&mut self, new: &RecordBatch) -> Result<Changes> {
         self.generation += 1;
