@@ -35,7 +35,13 @@ pub struct WindowSpec {
     pub size_ms: i64,
 }
 
+/// Ids handed to groups, unique in the process (a group's id never names another group, even
+/// in another `GroupState`).
+static NEXT_GROUP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 struct Slot {
+    /// This group's id ([`GroupState::group_id`]).
+    id: u64,
     key: Box<[u8]>,
     /// One per aggregate; `None` where the aggregate's state is a [`Column`].
     accs: Vec<Option<Box<dyn Accumulator>>>,
@@ -465,6 +471,15 @@ impl GroupState {
         self.num_group_cols
     }
 
+    /// The id of the group in `slot` (0: none). A slot reused by another group gets another
+    /// id, so an id cached with a slot tells whether it still names the same group.
+    pub fn group_id(&self, slot: usize) -> u64 {
+        self.slots
+            .get(slot)
+            .and_then(|s| s.as_ref())
+            .map_or(0, |s| s.id)
+    }
+
     /// Number of live groups.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -554,6 +569,7 @@ impl GroupState {
                         c.reset(s);
                     }
                     self.slots[s] = Some(Slot {
+                        id: NEXT_GROUP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                         key: key.into(),
                         accs,
                     });

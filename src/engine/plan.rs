@@ -941,6 +941,7 @@ impl Engine {
                 count_star,
                 raw,
                 stale: false,
+                result_slots: Vec::new(),
             })),
             inputs,
             Some(result),

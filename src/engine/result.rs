@@ -39,6 +39,23 @@ impl Changes {
     }
 }
 
+/// Values handed out as slot epochs, unique in the process: a slot's epoch changes whenever
+/// its row is removed, so a remembered (slot, epoch) still names the same key only if the
+/// epoch is unchanged.
+static NEXT_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_epoch() -> u64 {
+    NEXT_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where a row's key was found last time ([`ViewResult::upsert_hinted`]); the default is no
+/// hint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotHint {
+    pub slot: u32,
+    pub epoch: u64,
+}
+
 /// The live rows of a view, one per key.
 ///
 /// Keys and rows are held as row-format bytes, so looking a key up or comparing a new row with
@@ -53,6 +70,8 @@ pub struct ViewResult {
     row_conv: RowConverter,
     index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
     rows: Vec<Option<Box<[u8]>>>,
+    /// Per slot: changes when the slot's key leaves (see [`SlotHint`]).
+    epochs: Vec<u64>,
     seen: Vec<u64>,
     generation: u64,
     free: Vec<usize>,
@@ -112,6 +131,7 @@ impl ViewResult {
             row_conv,
             index: HashMap::default(),
             rows: Vec::new(),
+            epochs: Vec::new(),
             seen: Vec::new(),
             generation: 0,
             free: Vec::new(),
@@ -156,6 +176,7 @@ impl ViewResult {
             Some(s) => s,
             None => {
                 self.rows.push(None);
+                self.epochs.push(next_epoch());
                 self.seen.push(0);
                 self.rows.len() - 1
             }
@@ -201,6 +222,7 @@ impl ViewResult {
     /// Removes the row of `key`; returns its last value.
     fn remove(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
         let s = self.index.remove(key)?;
+        self.epochs[s] = next_epoch();
         self.free.push(s);
         self.snap.touch(s);
         self.rows[s].take()
@@ -217,6 +239,58 @@ impl ViewResult {
         let mut changed = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let s = self.slot_for(key.data());
+            let first = self.seen[s] != self.generation;
+            if !self.set_row(s, rows.row(i).data(), first) {
+                continue;
+            }
+            if self.seen[s] != self.generation {
+                self.seen[s] = self.generation;
+                changed.push(s);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.materialize(changed.iter().copied())?))
+    }
+
+    /// [`ViewResult::upsert`], with a hint per row of where its key was last time (from an
+    /// earlier call; updated here). A row whose hint still holds skips encoding and looking up
+    /// its key.
+    pub fn upsert_hinted(
+        &mut self,
+        batch: &RecordBatch,
+        hints: &mut [SlotHint],
+    ) -> Result<Option<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        if hints.len() != batch.num_rows() {
+            return Err(crate::error::Error::Config(
+                "internal: one slot hint per row".into(),
+            ));
+        }
+        self.generation += 1;
+        let rows = self.row_conv.convert_columns(batch.columns())?;
+        let mut keys = None;
+        let mut changed = Vec::new();
+        for (i, hint) in hints.iter_mut().enumerate() {
+            let h = hint.slot as usize;
+            let held = self.epochs.get(h) == Some(&hint.epoch) && self.rows[h].is_some();
+            let s = if held {
+                h
+            } else {
+                if keys.is_none() {
+                    keys = Some(self.keys(batch)?);
+                }
+                let Some(k) = keys.as_ref() else { continue };
+                let s = self.slot_for(k.row(i).data());
+                *hint = SlotHint {
+                    slot: s as u32,
+                    epoch: self.epochs[s],
+                };
+                s
+            };
             let first = self.seen[s] != self.generation;
             if !self.set_row(s, rows.row(i).data(), first) {
                 continue;
@@ -437,6 +511,34 @@ mod tests {
         assert_eq!(ch.num_upserts(), 2); // c changed, d new
         assert_eq!(ch.num_deletes(), 1); // a left
         assert_eq!(r.snapshot().unwrap().num_rows(), 3);
+    }
+
+    /// A hint skips the key lookup only while its slot still holds that key: after the key
+    /// leaves and another takes its slot, the old hint must not write over the newcomer.
+    #[test]
+    fn stale_hints_fall_back_to_the_key() {
+        let mut r = ViewResult::new(batch(&[], &[]).schema(), vec![0]).unwrap();
+        let mut hints = [SlotHint::default(); 2];
+        r.upsert_hinted(&batch(&["a", "b"], &[1, 2]), &mut hints)
+            .unwrap();
+        let a_hint = hints[0];
+        // Held hints: both rows update in place.
+        let out = r
+            .upsert_hinted(&batch(&["a", "b"], &[10, 20]), &mut hints)
+            .unwrap()
+            .unwrap();
+        assert_eq!(contents(&out), contents(&batch(&["a", "b"], &[10, 20])));
+        // a leaves; c takes its slot.
+        r.delete(&batch(&["a"], &[0])).unwrap();
+        r.upsert(&batch(&["c"], &[3])).unwrap();
+        let mut stale = [a_hint];
+        r.upsert_hinted(&batch(&["a"], &[100]), &mut stale).unwrap();
+        assert_eq!(
+            contents(&r.snapshot().unwrap()),
+            contents(&batch(&["a", "b", "c"], &[100, 20, 3]))
+        );
+        // A hint whose length does not match the batch is refused.
+        assert!(r.upsert_hinted(&batch(&["a"], &[1]), &mut []).is_err());
     }
 
     fn contents(b: &RecordBatch) -> std::collections::BTreeMap<String, i64> {
