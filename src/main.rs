@@ -172,7 +172,8 @@ struct RunArgs {
     /// Generator: stop after this many events (simulated event times, as fast as possible).
     #[arg(long)]
     count: Option<u64>,
-    /// Records per stream per micro-batch.
+    /// Records per micro-batch: generator and Kafka count all streams together, file replay
+    /// reads up to this many lines ahead per file.
     #[arg(long, default_value_t = 8192)]
     batch_size: usize,
     /// File for malformed and late records (JSON lines with reason and position).
