@@ -630,8 +630,28 @@ impl GroupState {
 
     /// Current values of the given groups: group columns, then one column per aggregate.
     pub fn evaluate(&mut self, slots: &[usize]) -> Result<RecordBatch> {
+        self.evaluate_keyed(slots, None)
+    }
+
+    /// [`GroupState::evaluate`], given the group columns of `slots` when the caller has them
+    /// (the partial batch just merged, one row per slot in order), instead of decoding the
+    /// groups' keys.
+    pub fn evaluate_keyed(
+        &mut self,
+        slots: &[usize],
+        group_cols: Option<&[ArrayRef]>,
+    ) -> Result<RecordBatch> {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_schema.fields().len());
-        cols.extend(self.group_columns(slots)?);
+        let given = group_cols.filter(|c| {
+            c.len() == self.num_group_cols
+                && c.iter()
+                    .zip(self.out_schema.fields())
+                    .all(|(a, f)| a.len() == slots.len() && a.data_type() == f.data_type())
+        });
+        match given {
+            Some(c) => cols.extend(c.iter().cloned()),
+            None => cols.extend(self.group_columns(slots)?),
+        }
         let live: Vec<usize> = slots
             .iter()
             .copied()

@@ -1130,16 +1130,28 @@ impl Engine {
         for p in partials {
             a.groups.merge(p, &mut touched)?;
         }
-        if partials.len() > 1 {
-            dedup(&mut touched);
-        }
-        self.emit_touched(i, touched, false)
+        // One partial batch: its rows are the touched groups in order, with their group
+        // columns already decoded.
+        let keys = match partials {
+            [p] => Some(p.columns()[..a.groups.num_group_cols()].to_vec()),
+            _ => {
+                dedup(&mut touched);
+                None
+            }
+        };
+        self.emit_touched(i, touched, keys, false)
     }
 
     /// Evaluates the touched groups and brings the view's result in line with them (with
     /// `replace`, the touched groups are all there are). Over a changelog, groups left with
     /// no rows leave the view and their state is dropped.
-    fn emit_touched(&mut self, i: usize, touched: Vec<usize>, replace: bool) -> Result<Changes> {
+    fn emit_touched(
+        &mut self,
+        i: usize,
+        touched: Vec<usize>,
+        keys: Option<Vec<ArrayRef>>,
+        replace: bool,
+    ) -> Result<Changes> {
         let v = &mut self.views[i];
         let ViewKind::Aggregate(a) = &mut v.kind else {
             return Ok(Changes::none());
@@ -1147,7 +1159,7 @@ impl Engine {
         if touched.is_empty() && !replace {
             return Ok(Changes::none());
         }
-        let values = a.groups.evaluate(&touched)?;
+        let values = a.groups.evaluate_keyed(&touched, keys.as_deref())?;
         let (rows, mut mask) = run_chain(
             &a.chain,
             values,
@@ -1329,7 +1341,7 @@ impl Engine {
         };
         let sets = vec![(delta.added.clone(), false), (delta.removed.clone(), true)];
         let touched = self.fold_changes(i, input, sets, false).await?;
-        Ok((self.emit_touched(i, touched, false)?, false))
+        Ok((self.emit_touched(i, touched, None, false)?, false))
     }
 
     /// A view over a changelog, built afresh from everything its input holds now.
@@ -1347,7 +1359,7 @@ impl Engine {
         let touched = self
             .fold_changes(i, input, vec![(vec![rows], false)], true)
             .await?;
-        Ok((self.emit_touched(i, touched, true)?, false))
+        Ok((self.emit_touched(i, touched, None, true)?, false))
     }
 
     /// Computes a view over tables and views from what they hold now.
