@@ -104,6 +104,35 @@ impl Pipe {
     }
 }
 
+/// Hand-written batches of JSON lines, numbered as the generator's would be.
+#[derive(Default)]
+struct Batches {
+    seq: u64,
+}
+
+impl Batches {
+    fn of(&mut self, stream: usize, lines: String) -> RawBatch {
+        self.seq += 1;
+        RawBatch::from_lines(
+            stream,
+            lines.into_bytes(),
+            Origin::Generator { first: self.seq },
+        )
+    }
+    /// Rounds that load rows `0..n` (`line(i)` each) into a table, 50,000 per round.
+    fn load(
+        &mut self,
+        stream: usize,
+        n: usize,
+        line: impl Fn(usize) -> String,
+    ) -> Vec<Vec<RawBatch>> {
+        (0..n)
+            .step_by(50_000)
+            .map(|from| vec![self.of(stream, (from..(from + 50_000).min(n)).map(&line).collect())])
+            .collect()
+    }
+}
+
 /// The day-long self-join of purchases and the ranking over it. Its cost per purchase grows
 /// with the same customer's purchases of the last day (with the generator's traffic, every
 /// customer buys every half minute or so), so it is measured on its own (`flatness`) and kept
@@ -246,21 +275,8 @@ fn bench_large_table(c: &mut Criterion) {
     g.sample_size(10);
     let build = |table_rows: usize| {
         let mut pipe = rt.block_on(Pipe::new(&streams, std::slice::from_ref(&view)));
-        let mut seq = 0;
-        let mut raw = |stream: usize, lines: String| {
-            seq += 1;
-            RawBatch::from_lines(stream, lines.into_bytes(), Origin::Generator { first: seq })
-        };
-        let load: Vec<Vec<RawBatch>> = (0..table_rows)
-            .step_by(50_000)
-            .map(|from| {
-                let lines: String = (from..(from + 50_000).min(table_rows))
-                    .map(|i| customer(i, 0))
-                    .collect();
-                vec![raw(customers, lines)]
-            })
-            .collect();
-        rt.block_on(pipe.run(&load));
+        let mut batches = Batches::default();
+        rt.block_on(pipe.run(&batches.load(customers, table_rows, |i| customer(i, 0))));
         let mut x: u64 = 11;
         let mut next = move || {
             x = x
@@ -286,7 +302,10 @@ fn bench_large_table(c: &mut Criterion) {
                         )
                     })
                     .collect();
-                vec![raw(customers, updates), raw(views, views_lines)]
+                vec![
+                    batches.of(customers, updates),
+                    batches.of(views, views_lines),
+                ]
             })
             .collect();
         (pipe, rounds)
@@ -329,31 +348,14 @@ fn bench_keyed_recompute(c: &mut Criterion) {
     g.sample_size(10);
     let build = |catalog: usize| {
         let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
-        let mut seq = 0;
-        let mut raw = |lines: String| {
-            seq += 1;
-            RawBatch::from_lines(
-                products,
-                lines.into_bytes(),
-                Origin::Generator { first: seq },
-            )
-        };
-        let load: Vec<Vec<RawBatch>> = (0..catalog)
-            .step_by(50_000)
-            .map(|from| {
-                let lines: String = (from..(from + 50_000).min(catalog))
-                    .map(|i| product(i, 100, 0))
-                    .collect();
-                vec![raw(lines)]
-            })
-            .collect();
-        rt.block_on(pipe.run(&load));
+        let mut batches = Batches::default();
+        rt.block_on(pipe.run(&batches.load(products, catalog, |i| product(i, 100, 0))));
         let rounds: Vec<Vec<RawBatch>> = (0..20)
             .map(|r| {
                 let lines: String = (0..100)
                     .map(|j| product((r * 7919 + j * 104_729) % catalog, (r + j) % 2 * 100, r + 1))
                     .collect();
-                vec![raw(lines)]
+                vec![batches.of(products, lines)]
             })
             .collect();
         (pipe, rounds)

@@ -461,29 +461,11 @@ fn generate_to_an_unreachable_broker_is_a_clear_error() {
 /// the topics' partitions, and the command reports how many it produced.
 #[test]
 fn generate_into_a_broker_produces_every_event() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let broker = runnel::kafka::broker::LocalBroker::start(1).unwrap();
-    for t in runnel::generate::Topic::ALL {
-        broker.create_topic(t.topic(), 3, 1).unwrap();
-    }
-    let (ok, text) =
-        output(runnel().args(["generate", "--kafka", broker.bootstrap(), "--count", "2000"]));
+    let (_broker, bootstrap) = common::kafka_cluster(1, 3);
+    let (ok, text) = output(runnel().args(["generate", "--kafka", &bootstrap, "--count", "2000"]));
     assert!(ok, "{text}");
     assert!(text.contains("2000 events produced"), "{text}");
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let mut total = 0;
-    for t in runnel::generate::Topic::ALL {
-        for p in 0..3 {
-            let (low, high) = consumer
-                .fetch_watermarks(t.topic(), p, Duration::from_secs(10))
-                .unwrap();
-            total += high - low;
-        }
-    }
-    assert_eq!(total, 2000);
+    assert_eq!(common::messages_in_topics(&bootstrap, 3), 2000);
 }
 
 /// `runnel broker` starts a local Kafka-protocol broker and prints its address; `generate

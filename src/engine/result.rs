@@ -49,7 +49,7 @@ fn next_epoch() -> u64 {
 }
 
 /// Where a row's key was found last time ([`ViewResult::upsert_hinted`]); the default is no
-/// hint.
+/// hint (epochs start at 1).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SlotHint {
     pub slot: u32,
@@ -230,28 +230,7 @@ impl ViewResult {
 
     /// Inserts or updates rows; returns those whose values actually changed.
     pub fn upsert(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
-        if batch.num_rows() == 0 {
-            return Ok(None);
-        }
-        self.generation += 1;
-        let keys = self.keys(batch)?;
-        let rows = self.row_conv.convert_columns(batch.columns())?;
-        let mut changed = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let s = self.slot_for(key.data());
-            let first = self.seen[s] != self.generation;
-            if !self.set_row(s, rows.row(i).data(), first) {
-                continue;
-            }
-            if self.seen[s] != self.generation {
-                self.seen[s] = self.generation;
-                changed.push(s);
-            }
-        }
-        if changed.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(self.materialize(changed.iter().copied())?))
+        self.upsert_hinted(batch, &mut vec![SlotHint::default(); batch.num_rows()])
     }
 
     /// [`ViewResult::upsert`], with a hint per row of where its key was last time (from an
@@ -353,11 +332,8 @@ impl ViewResult {
     /// those keys: keys without a row in `new` leave the view. Returns the difference.
     pub fn replace_keys(&mut self, keys: &ArrayRef, new: &RecordBatch) -> Result<Changes> {
         let upserts = self.upsert(new)?;
-        let kept: std::collections::HashSet<Box<[u8]>> = if new.num_rows() == 0 {
-            Default::default()
-        } else {
-            self.keys(new)?.iter().map(|k| k.data().into()).collect()
-        };
+        let new_keys = self.keys(new)?;
+        let kept: std::collections::HashSet<&[u8]> = new_keys.iter().map(|k| k.data()).collect();
         let keys = self.key_rows(keys)?;
         let gone: Vec<Box<[u8]>> = keys
             .iter()

@@ -256,6 +256,26 @@ pub fn kafka_cluster(
     (broker, bootstrap)
 }
 
+/// Messages the six topics hold in their first `partitions` partitions (high minus low
+/// watermark, summed).
+pub fn messages_in_topics(bootstrap: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut total = 0;
+    for t in Topic::ALL {
+        for p in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(t.topic(), p, Duration::from_secs(10))
+                .unwrap();
+            total += high - low;
+        }
+    }
+    total
+}
+
 /// Produces the generator's first `n` events for `seed` (the events `generate` writes to
 /// files for the same seed and count), as `runnel generate --kafka` does.
 pub async fn produce_generated(bootstrap: &str, seed: u64, n: u64) -> u64 {
