@@ -182,6 +182,80 @@ pub(crate) struct Aligned {
     keys: Vec<(Input, usize)>,
     /// Whether the result was computed in full once; after that, key by key.
     built: bool,
+    /// Set for `ORDER BY … LIMIT n` over such rows.
+    rank: Option<Rank>,
+}
+
+/// The first n rows, in some order, of a plan aligned on its inputs' key (`top_sellers`:
+/// products by units sold), kept without reading every key each round.
+///
+/// The plan keeps more rows than the view shows (its *ranking*, [`plan::ranking_width`]).
+/// A round recomputes it over the keys the inputs changed plus the keys of the last ranking.
+/// Every other key is unchanged and ranked below each row of the last ranking; so as soon as
+/// an unchanged row of the last ranking comes out at position p of the new run, or not at all,
+/// the first p rows (all of them, if not at all) are the first p of every key, numbered
+/// alike. When that covers the n rows shown, they are the view; the rows so confirmed are the
+/// next ranking. Otherwise (every ranked row changed, or the unchanged ones all fell behind)
+/// the plan runs over everything once more. Among rows the order ties, either may be shown,
+/// as in any SQL engine.
+pub(crate) struct Rank {
+    /// n: the rows the view shows.
+    shown: usize,
+    /// The output column holding the key.
+    key_col: usize,
+    /// Keys of the rows of the last run known to be first in the order, first first (`None`:
+    /// not run yet).
+    ranking: Option<ArrayRef>,
+    /// Whether the ranking holds every row there is.
+    complete: bool,
+    /// Runs of the plan, and how many of them read every key.
+    runs: u64,
+    full_runs: u64,
+}
+
+impl Rank {
+    pub(crate) fn new(shown: usize, key_col: usize) -> Self {
+        Rank {
+            shown,
+            key_col,
+            ranking: None,
+            complete: false,
+            runs: 0,
+            full_runs: 0,
+        }
+    }
+
+    /// How many of `rows` (a run over the keys `changed` and the keys of the `last` ranking,
+    /// in order) are known to be the first rows of every key; `None` when fewer than the rows
+    /// shown.
+    fn confirmed(
+        &self,
+        rows: &RecordBatch,
+        last: &ArrayRef,
+        changed: &ArrayRef,
+    ) -> Result<Option<usize>> {
+        let n = rows.num_rows();
+        if self.complete {
+            // Every key was in the ranking or changed: the run saw them all.
+            return Ok(Some(n));
+        }
+        let keys = rows.column(self.key_col);
+        let conv = RowConverter::new(vec![SortField::new(keys.data_type().clone())])?;
+        let ran = conv.convert_columns(std::slice::from_ref(keys))?;
+        let last = conv.convert_columns(&[cast(last, keys.data_type())?])?;
+        let changed = conv.convert_columns(&[cast(changed, keys.data_type())?])?;
+        let changed: HashSet<_> = changed.iter().collect();
+        let at: HashMap<_, usize> = ran.iter().enumerate().map(|(p, k)| (k, p)).collect();
+        let mut confirmed = 0;
+        for key in last.iter().filter(|k| !changed.contains(k)) {
+            match at.get(&key) {
+                // Ranked below the whole run: every row of the run is confirmed.
+                None => return Ok(Some(n)),
+                Some(&p) => confirmed = confirmed.max(p + 1),
+            }
+        }
+        Ok((confirmed >= self.shown).then_some(confirmed))
+    }
 }
 
 pub(crate) struct CompiledView {
@@ -581,6 +655,21 @@ impl Engine {
     }
 
     /// How a view runs: its kind and DataFusion's physical plan for each part.
+    /// For a view showing the first rows of an order: how many times its plan ran, and how
+    /// many of those runs read every key.
+    pub fn rank_runs(&self, view: &str) -> Option<(u64, u64)> {
+        self.views
+            .iter()
+            .find(|v| v.info.name == view)
+            .and_then(|v| match &v.kind {
+                ViewKind::Recompute {
+                    aligned: Some(Aligned { rank: Some(r), .. }),
+                    ..
+                } => Some((r.runs, r.full_runs)),
+                _ => None,
+            })
+    }
+
     pub fn plan_text(&self, view: &str) -> Option<String> {
         use datafusion::physical_plan::displayable;
         let parts: Vec<&CompiledView> = self
@@ -637,6 +726,18 @@ impl Engine {
                         a.groups.len()
                     ),
                     &a.partial,
+                ),
+                ViewKind::Recompute {
+                    plan,
+                    aligned: Some(Aligned { rank: Some(r), .. }),
+                } => (
+                    format!(
+                        "the first {} rows, recomputed over the keys its inputs changed and the {} keys ranked first last time (key: {})",
+                        r.shown,
+                        plan::ranking_width(r.shown),
+                        v.info.key_names().join(", ")
+                    ),
+                    plan,
                 ),
                 ViewKind::Recompute {
                     plan,
@@ -1391,13 +1492,20 @@ impl Engine {
         }
         let batches = run?;
         let v = &mut self.views[i];
+        let mut rows = rewrap(&v.info.schema, &batches)?;
         if let ViewKind::Recompute {
             aligned: Some(a), ..
         } = &mut v.kind
         {
             a.built = true;
+            if let Some(rank) = a.rank.as_mut() {
+                rank.runs += 1;
+                rank.full_runs += 1;
+                rank.ranking = Some(rows.column(rank.key_col).clone());
+                rank.complete = rows.num_rows() < plan::ranking_width(rank.shown);
+                rows = rows.slice(0, rank.shown.min(rows.num_rows()));
+            }
         }
-        let rows = rewrap(&v.info.schema, &batches)?;
         let Some(r) = v.result.as_mut() else {
             return Ok((Changes::none(), false));
         };
@@ -1407,11 +1515,17 @@ impl Engine {
     /// A recomputed view after a round in which an input changed: in full, or for a view
     /// aligned on its inputs' key, over just the rows of the keys they changed.
     async fn step_recompute(&mut self, i: usize) -> Result<(Changes, bool)> {
-        let (plan, keys) = match &self.views[i].kind {
+        let (plan, keys, ranking) = match &self.views[i].kind {
             ViewKind::Recompute {
                 plan,
                 aligned: Some(a),
-            } if a.built => (plan.clone(), a.keys.clone()),
+            } if a.built => match &a.rank {
+                None => (plan.clone(), a.keys.clone(), None),
+                Some(Rank {
+                    ranking: Some(r), ..
+                }) => (plan.clone(), a.keys.clone(), Some(r.clone())),
+                Some(_) => return self.recompute(i).await,
+            },
             _ => return self.recompute(i).await,
         };
         let Some(result) = self.views[i].result.as_ref() else {
@@ -1436,6 +1550,14 @@ impl Engine {
         }
         let refs: Vec<&dyn Array> = changed.iter().map(|a| a.as_ref()).collect();
         let changed = distinct_keys(&arrow::compute::concat(&refs)?)?;
+        // A ranked view reads the keys changed and the keys ranked first last time.
+        let read = match &ranking {
+            Some(r) => distinct_keys(&arrow::compute::concat(&[
+                changed.as_ref(),
+                cast(r, &key_type)?.as_ref(),
+            ])?)?,
+            None => changed.clone(),
+        };
         // When most keys changed, one run over everything is cheaper than gathering them.
         let held_rows = keys
             .iter()
@@ -1446,7 +1568,10 @@ impl Engine {
             })
             .max()
             .unwrap_or(0);
-        if changed.len() * 2 > held_rows {
+        // A ranked view's run over the keys costs more per key (its ranking comes along, and
+        // its order is checked afterwards): it goes key by key only when they are few.
+        let share = if ranking.is_some() { 4 } else { 2 };
+        if read.len() * share > held_rows {
             return self.recompute(i).await;
         }
         // Each input shows only its rows with those keys while the plan runs.
@@ -1457,11 +1582,11 @@ impl Engine {
             }
             let rows = match *input {
                 Input::Table(t) => match &self.keyed[t] {
-                    Some(k) => keyed::read(k).rows_for_keys(&changed)?,
+                    Some(k) => keyed::read(k).rows_for_keys(&read)?,
                     None => continue,
                 },
                 Input::View(v) => match self.views[v].result.as_ref() {
-                    Some(r) => r.rows_for_keys(&changed)?,
+                    Some(r) => r.rows_for_keys(&read)?,
                     None => continue,
                 },
                 Input::Stream(_) => continue,
@@ -1477,10 +1602,36 @@ impl Engine {
         let batches = run?;
         let v = &mut self.views[i];
         let rows = rewrap(&v.info.schema, &batches)?;
+        let ranked = match &mut v.kind {
+            ViewKind::Recompute {
+                aligned: Some(Aligned {
+                    rank: Some(rank), ..
+                }),
+                ..
+            } => Some(rank),
+            _ => None,
+        };
+        let Some(rank) = ranked else {
+            let Some(r) = v.result.as_mut() else {
+                return Ok((Changes::none(), false));
+            };
+            return Ok((r.replace_keys(&changed, &rows)?, false));
+        };
+        let Some(last) = ranking else {
+            return Ok((Changes::none(), false));
+        };
+        let Some(confirmed) = rank.confirmed(&rows, &last, &changed)? else {
+            // Not enough of the run is known to be first among every key.
+            return self.recompute(i).await;
+        };
+        rank.runs += 1;
+        rank.complete = rank.complete && rows.num_rows() < plan::ranking_width(rank.shown);
+        rank.ranking = Some(rows.column(rank.key_col).slice(0, confirmed));
+        let shown = rows.slice(0, rank.shown.min(rows.num_rows()));
         let Some(r) = v.result.as_mut() else {
             return Ok((Changes::none(), false));
         };
-        Ok((r.replace_keys(&changed, &rows)?, false))
+        Ok((r.replace_all(&shown)?, false))
     }
 }
 
@@ -1730,6 +1881,124 @@ mod tests {
         engine.process(i, b).await.unwrap();
         assert_eq!(rows(&mut engine, "low"), ["p2", "p3"]);
         assert_eq!(rows(&mut engine, "unstocked"), ["p3"]);
+    }
+
+    /// `ORDER BY … LIMIT n` over rows aligned on a key is recomputed over the keys changed and
+    /// the keys ranked first last time, and always equals the whole query run afresh: through
+    /// rises, falls, rows leaving (the WHERE) and rounds that change every ranked key.
+    #[tokio::test]
+    async fn ranked_views_follow_a_fresh_run_through_rises_falls_and_removals() {
+        let s = streams();
+        let stock = "SELECT product_id, count(*) AS n, sum(stock_quantity) AS stock FROM products GROUP BY product_id";
+        let defs = [
+            view("stock", stock),
+            view("top", "-- @key: product_id\nSELECT row_number() OVER (ORDER BY stock_quantity DESC, product_id) AS r, product_id, stock_quantity FROM products ORDER BY stock_quantity DESC, product_id LIMIT 5"),
+            view("bottom", "-- @key: product_id\nSELECT product_id, price FROM products WHERE stock_quantity > 20 ORDER BY price, product_id LIMIT 3"),
+            view("joined", "-- @key: product_id\nSELECT rank() OVER (ORDER BY s.stock, p.product_id) AS r, p.product_id, p.category, s.stock FROM products p JOIN stock s ON p.product_id = s.product_id ORDER BY s.stock, p.product_id LIMIT 4"),
+            // Ordered by the rank itself: not the window's order, so recomputed in full.
+            view("by_rank", "-- @key: product_id\nSELECT product_id, rank() OVER (ORDER BY price, product_id) AS r FROM products ORDER BY r LIMIT 3"),
+        ];
+        let mut engine = Engine::new(s.clone(), &defs).await.unwrap();
+        for v in ["top", "bottom", "joined"] {
+            let plan = engine.plan_text(v).unwrap();
+            assert!(
+                plan.contains("rows, recomputed over the keys its inputs changed"),
+                "{v}: {plan}"
+            );
+        }
+        assert!(!engine
+            .plan_text("by_rank")
+            .unwrap()
+            .contains("ranked first"));
+        let (shipped, errs) =
+            view_file::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
+        assert!(errs.is_empty());
+        let all = Engine::new(s.clone(), &shipped).await.unwrap();
+        for v in ["top_sellers", "slow_movers"] {
+            assert!(
+                all.plan_text(v).unwrap().contains("the first 10 rows"),
+                "{v}"
+            );
+        }
+        // 3000 products; each round moves a few of them up or down (a small xorshift keeps it
+        // reproducible).
+        let ids: Vec<String> = (0..3000).map(|n| format!("p{n:04}")).collect();
+        let cats = ["a", "b", "c"];
+        let mut state: Vec<(f64, i64)> = (0..3000)
+            .map(|n| ((n % 97) as f64, (n * 37 % 500) as i64))
+            .collect();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let feed = |engine_rows: &[(usize, f64, i64)], t: i64| {
+            let rows: Vec<(&str, &str, f64, i64, i64)> = engine_rows
+                .iter()
+                .map(|&(n, price, stock)| (ids[n].as_str(), cats[n % 3], price, stock, t))
+                .collect();
+            products(&s, &rows)
+        };
+        let first: Vec<(usize, f64, i64)> =
+            (0..3000).map(|n| (n, state[n].0, state[n].1)).collect();
+        let (i, b) = feed(&first, 1000);
+        engine.process(i, b).await.unwrap();
+        let sorted = |b: RecordBatch| {
+            let key = b.schema().index_of("product_id").unwrap();
+            let order = arrow::compute::sort_to_indices(b.column(key), None, None).unwrap();
+            let b = arrow::compute::take_record_batch(&b, &order).unwrap();
+            arrow::util::pretty::pretty_format_batches(&[b])
+                .unwrap()
+                .to_string()
+        };
+        for round in 0..40i64 {
+            // Every 7th round, the whole top of `top` falls below rows that did not change,
+            // and most of the top of `joined` rises above them.
+            let moved: Vec<(usize, Option<(f64, i64)>)> = if round % 7 == 6 {
+                (0..3000)
+                    .filter_map(|n| {
+                        let (price, stock) = state[n];
+                        match stock {
+                            430.. => Some((n, Some((price, next(100) as i64)))),
+                            ..20 => Some((n, Some((price, 200 + next(100) as i64)))),
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            } else {
+                (0..1 + next(6) as usize)
+                    .map(|_| (next(3000) as usize, None))
+                    .collect()
+            };
+            let mut rows = Vec::new();
+            for (n, to) in moved {
+                let (price, stock) = to.unwrap_or_else(|| (next(100) as f64, next(520) as i64));
+                state[n] = (price, stock);
+                rows.push((n, price, stock));
+            }
+            let (i, b) = feed(&rows, 2000 + round);
+            engine.process(i, b).await.unwrap();
+            let now: Vec<(usize, f64, i64)> =
+                (0..3000).map(|n| (n, state[n].0, state[n].1)).collect();
+            let mut fresh = Engine::new(s.clone(), &defs).await.unwrap();
+            let (i, b) = feed(&now, 1000);
+            fresh.process(i, b).await.unwrap();
+            for v in ["top", "bottom", "joined", "by_rank"] {
+                let got = sorted(engine.snapshot(v).unwrap().unwrap());
+                let want = sorted(fresh.snapshot(v).unwrap().unwrap());
+                assert_eq!(got, want, "{v} after round {round}");
+            }
+        }
+        // Most rounds went key by key: the ranking held.
+        for v in ["top", "bottom", "joined"] {
+            let (rounds, full) = engine.rank_runs(v).unwrap();
+            assert!(
+                rounds >= 40 && full * 4 < rounds,
+                "{v}: {full} of {rounds} in full"
+            );
+        }
     }
 
     /// Which GROUP BYs over a table run on its changelog, and which are recomputed.

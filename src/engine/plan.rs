@@ -22,18 +22,21 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+    lit, Aggregate, Expr, ExprSchemable, FetchType, JoinType, Limit, LogicalPlan,
+    LogicalPlanBuilder, Operator, Projection, SkipType, Sort, SortExpr,
 };
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PhysicalExpr};
 
 use super::aggregate::{GroupState, WindowSpec};
 use super::functions::interval_ms;
 use super::join::{Bound, IntervalJoin, Side};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
-use super::{AggregateView, Aligned, CompiledView, Engine, Feed, Input, Step, ViewInfo, ViewKind};
+use super::{
+    AggregateView, Aligned, CompiledView, Engine, Feed, Input, Rank, Step, ViewInfo, ViewKind,
+};
 use crate::error::{Error, Result};
 
 /// Where a planning error points in the view file.
@@ -306,6 +309,69 @@ fn windows_anything(e: &Expr) -> bool {
     found
 }
 
+/// Whether an expression's value for a row depends on that row alone.
+fn row_local(e: &Expr) -> bool {
+    !e.is_volatile()
+        && !e
+            .exists(|x| {
+                Ok(matches!(
+                    x,
+                    Expr::ScalarSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::InSubquery(_)
+                        | Expr::WindowFunction(_)
+                        | Expr::AggregateFunction(_)
+                ))
+            })
+            .unwrap_or(true)
+}
+
+/// Which input column a plain column reference (under aliases) is.
+fn column_at(input: &LogicalPlan, e: &Expr) -> Option<usize> {
+    match e.clone().unalias_nested().data {
+        Expr::Column(c) => input.schema().index_of_column(&c).ok(),
+        _ => None,
+    }
+}
+
+/// The output columns of projection `p` that are plain references to input columns `keys`.
+fn projected_keys(p: &Projection, keys: &[usize]) -> Option<Vec<usize>> {
+    let out: Vec<usize> = (0..p.expr.len())
+        .filter(|&i| column_at(&p.input, &p.expr[i]).is_some_and(|c| keys.contains(&c)))
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// `order`, written over projection `p`'s output, written over its input instead.
+fn order_below(p: &Projection, order: &[SortExpr]) -> Option<Vec<SortExpr>> {
+    order
+        .iter()
+        .map(|s| {
+            let expr = s
+                .expr
+                .clone()
+                .transform(|e| match e {
+                    Expr::Column(c) => {
+                        let i = p.schema.index_of_column(&c)?;
+                        Ok(Transformed::yes(p.expr[i].clone().unalias_nested().data))
+                    }
+                    e => Ok(Transformed::no(e)),
+                })
+                .ok()?
+                .data;
+            Some(SortExpr { expr, ..s.clone() })
+        })
+        .collect()
+}
+
+/// Window functions whose value for a row depends only on the rows before it in the order.
+const RANKING: [&str; 3] = ["row_number", "rank", "dense_rank"];
+
+/// How many rows a ranked view's plan keeps for a view showing `n`: see [`super::Rank`].
+pub(crate) fn ranking_width(n: usize) -> usize {
+    n.saturating_add(n.saturating_mul(4).max(200))
+}
+
 fn first_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     if let Some(a) = plan.downcast_ref::<AggregateExec>() {
         return Some(a);
@@ -336,26 +402,6 @@ impl Engine {
         plan: &LogicalPlan,
         inputs: &mut Vec<(Input, usize)>,
     ) -> Option<Vec<usize>> {
-        let row_local = |e: &Expr| {
-            !e.is_volatile()
-                && !e
-                    .exists(|x| {
-                        Ok(matches!(
-                            x,
-                            Expr::ScalarSubquery(_)
-                                | Expr::Exists(_)
-                                | Expr::InSubquery(_)
-                                | Expr::WindowFunction(_)
-                                | Expr::AggregateFunction(_)
-                        ))
-                    })
-                    .unwrap_or(true)
-        };
-        // Which input column a plain column reference (under aliases) is.
-        let column_at = |input: &LogicalPlan, e: &Expr| match e.clone().unalias_nested().data {
-            Expr::Column(c) => input.schema().index_of_column(&c).ok(),
-            _ => None,
-        };
         match plan {
             LogicalPlan::TableScan(t) => {
                 if t.fetch.is_some() || !t.filters.iter().all(row_local) {
@@ -385,10 +431,7 @@ impl Engine {
             LogicalPlan::Filter(f) if row_local(&f.predicate) => self.aligned_key(&f.input, inputs),
             LogicalPlan::Projection(p) if p.expr.iter().all(row_local) => {
                 let keys = self.aligned_key(&p.input, inputs)?;
-                let out: Vec<usize> = (0..p.expr.len())
-                    .filter(|&i| column_at(&p.input, &p.expr[i]).is_some_and(|c| keys.contains(&c)))
-                    .collect();
-                (!out.is_empty()).then_some(out)
+                projected_keys(p, &keys)
             }
             // A null-aware anti join (NOT IN) depends on whether the other side holds a NULL.
             LogicalPlan::Join(j) if !j.null_aware && j.filter.as_ref().is_none_or(row_local) => {
@@ -412,6 +455,96 @@ impl Engine {
                     _ => None,
                 }
             }
+            _ => None,
+        }
+    }
+
+    /// For `ORDER BY … LIMIT n` over a plan aligned on its inputs' key ([`Engine::aligned_key`]),
+    /// maybe numbered by `row_number`, `rank` or `dense_rank` over that same order with no
+    /// PARTITION BY (a row's number then depends only on the rows before it): the output
+    /// columns holding the key, n, and the same plan keeping [`ranking_width`] rows.
+    fn ranked_key(
+        &self,
+        plan: &LogicalPlan,
+        inputs: &mut Vec<(Input, usize)>,
+    ) -> Option<(Vec<usize>, usize, LogicalPlan)> {
+        match plan {
+            LogicalPlan::Projection(p) if p.expr.iter().all(row_local) => {
+                let (keys, n, wide) = self.ranked_key(&p.input, inputs)?;
+                let out = projected_keys(p, &keys)?;
+                let wide = plan.with_new_exprs(plan.expressions(), vec![wide]).ok()?;
+                Some((out, n, wide))
+            }
+            LogicalPlan::Limit(l) => {
+                let (Ok(SkipType::Literal(0)), Ok(FetchType::Literal(Some(n)))) =
+                    (l.get_skip_type(), l.get_fetch_type())
+                else {
+                    return None;
+                };
+                let LogicalPlan::Sort(s) = l.input.as_ref() else {
+                    return None;
+                };
+                let n = n.min(s.fetch.unwrap_or(usize::MAX));
+                let keys = self.ordered_key(&s.expr, &s.input, inputs)?;
+                let width = ranking_width(n);
+                let sort = LogicalPlan::Sort(Sort {
+                    fetch: Some(width),
+                    ..s.clone()
+                });
+                let limit = LogicalPlan::Limit(Limit {
+                    skip: None,
+                    fetch: Some(Box::new(lit(width as i64))),
+                    input: Arc::new(sort),
+                });
+                Some((keys, n, limit))
+            }
+            LogicalPlan::Sort(s) => {
+                let n = s.fetch?;
+                let keys = self.ordered_key(&s.expr, &s.input, inputs)?;
+                let sort = LogicalPlan::Sort(Sort {
+                    fetch: Some(ranking_width(n)),
+                    ..s.clone()
+                });
+                Some((keys, n, sort))
+            }
+            _ => None,
+        }
+    }
+
+    /// The key columns of `plan` when it is aligned on its inputs' key, maybe under
+    /// projections and one ranking window ordered by `order` (written over `plan`'s columns).
+    fn ordered_key(
+        &self,
+        order: &[SortExpr],
+        plan: &LogicalPlan,
+        inputs: &mut Vec<(Input, usize)>,
+    ) -> Option<Vec<usize>> {
+        match plan {
+            LogicalPlan::Projection(p) if p.expr.iter().all(row_local) => {
+                let order = order_below(p, order)?;
+                let keys = self.ordered_key(&order, &p.input, inputs)?;
+                projected_keys(p, &keys)
+            }
+            LogicalPlan::Window(w) => {
+                let ranks = w
+                    .window_expr
+                    .iter()
+                    .all(|e| match e.clone().unalias_nested().data {
+                        Expr::WindowFunction(f) => {
+                            RANKING.contains(&f.fun.name())
+                                && f.params.partition_by.is_empty()
+                                && f.params.filter.is_none()
+                                && f.params.order_by == order
+                        }
+                        _ => false,
+                    });
+                // The window's own columns come after its input's: the key is one of those.
+                if !ranks {
+                    return None;
+                }
+                self.aligned_key(&w.input, inputs)
+            }
+            _ if order.iter().all(|s| row_local(&s.expr)) => self.aligned_key(plan, inputs),
             _ => None,
         }
     }
@@ -1012,17 +1145,44 @@ impl Engine {
         };
         // Recomputed key by key when the view's key is the key its every row shares with its
         // inputs.
-        let aligned = match (&aligned, &key_cols[..]) {
+        let mut aligned = match (&aligned, &key_cols[..]) {
             (Some(cols), [k]) if cols.contains(k) => Some(Aligned {
                 keys: key_inputs,
                 built: false,
+                rank: None,
             }),
             _ => None,
         };
-        let physical = state
+        let mut physical = state
             .create_physical_plan(&plan)
             .await
             .map_err(|e| view_error(def, &e))?;
+        // The first n rows of an order over such a plan: recomputed over the keys changed and
+        // the keys ranked first last time (see `Rank`).
+        let mut rank_inputs = Vec::new();
+        if let (None, Some((cols, shown, wide)), [k]) = (
+            &aligned,
+            self.ranked_key(&plan, &mut rank_inputs),
+            &key_cols[..],
+        ) {
+            if cols.contains(k) {
+                let wide_plan = state
+                    .create_physical_plan(&wide)
+                    .await
+                    .map_err(|e| view_error(def, &e))?;
+                // Rows must come out in the order, from one partition.
+                if wide_plan.output_partitioning().partition_count() == 1
+                    && wide_plan.output_ordering().is_some()
+                {
+                    physical = wide_plan;
+                    aligned = Some(Aligned {
+                        keys: rank_inputs,
+                        built: false,
+                        rank: Some(Rank::new(shown, *k)),
+                    });
+                }
+            }
+        }
         let inputs = self.scans(&plan);
         let info = ViewInfo::new(
             def,
