@@ -91,7 +91,9 @@ fn epoch(dir: &Path) -> u64 {
 
 /// Starts the run and kills it with SIGKILL once it has written 1 or 2 more checkpoints
 /// (so every life makes progress) plus 0 to 150 ms (so kills land anywhere: mid-round,
-/// mid-flush, mid-checkpoint-write), ten times; returns what the restarts reported. The
+/// mid-flush, mid-checkpoint-write), ten times; returns what the restarts reported. Every
+/// other life is killed only once rows have been handed to the sinks after its latest
+/// checkpoint (its journal is not empty), whatever a round takes on this machine. The
 /// caller then runs it once more to the end.
 fn kill_repeatedly(args: &[String], queries: &Path, logs: &Path, ckpt: &Path, seed: u64) -> Kills {
     let mut k = Kills::default();
@@ -110,6 +112,18 @@ fn kill_repeatedly(args: &[String], queries: &Path, logs: &Path, ckpt: &Path, se
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if i % 2 == 1 {
+            let journaled = || {
+                let path = ckpt.join(format!("journal-{:09}.ndjson", epoch(ckpt)));
+                std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+            };
+            while !journaled() && std::time::Instant::now() < deadline {
+                if child.try_wait().expect("wait").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         std::thread::sleep(Duration::from_millis(jitter[i]));
         if child.try_wait().expect("wait").is_none() {
