@@ -654,7 +654,6 @@ impl Engine {
         Ok(out)
     }
 
-    /// How a view runs: its kind and DataFusion's physical plan for each part.
     /// For a view showing the first rows of an order: how many times its plan ran, and how
     /// many of those runs read every key.
     pub fn rank_runs(&self, view: &str) -> Option<(u64, u64)> {
@@ -670,6 +669,7 @@ impl Engine {
             })
     }
 
+    /// How a view runs: its kind and DataFusion's physical plan for each part.
     pub fn plan_text(&self, view: &str) -> Option<String> {
         use datafusion::physical_plan::displayable;
         let parts: Vec<&CompiledView> = self
