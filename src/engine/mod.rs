@@ -226,7 +226,7 @@ impl Rank {
     }
 
     /// How many of `rows` (a run over the keys `changed` and the keys of the `last` ranking,
-    /// in order) are known to be the first rows of every key; `None` when fewer than the rows
+    /// in order; keys of the view's key type) are known to be the first rows of every key; `None` when fewer than the rows
     /// shown.
     fn confirmed(
         &self,
@@ -242,8 +242,8 @@ impl Rank {
         let keys = rows.column(self.key_col);
         let conv = RowConverter::new(vec![SortField::new(keys.data_type().clone())])?;
         let ran = conv.convert_columns(std::slice::from_ref(keys))?;
-        let last = conv.convert_columns(&[cast(last, keys.data_type())?])?;
-        let changed = conv.convert_columns(&[cast(changed, keys.data_type())?])?;
+        let last = conv.convert_columns(std::slice::from_ref(last))?;
+        let changed = conv.convert_columns(std::slice::from_ref(changed))?;
         let changed: HashSet<_> = changed.iter().collect();
         let at: HashMap<_, usize> = ran.iter().enumerate().map(|(p, k)| (k, p)).collect();
         let mut confirmed = 0;
@@ -1552,10 +1552,7 @@ impl Engine {
         let changed = distinct_keys(&arrow::compute::concat(&refs)?)?;
         // A ranked view reads the keys changed and the keys ranked first last time.
         let read = match &ranking {
-            Some(r) => distinct_keys(&arrow::compute::concat(&[
-                changed.as_ref(),
-                cast(r, &key_type)?.as_ref(),
-            ])?)?,
+            Some(r) => distinct_keys(&arrow::compute::concat(&[changed.as_ref(), r.as_ref()])?)?,
             None => changed.clone(),
         };
         // When most keys changed, one run over everything is cheaper than gathering them.
@@ -1611,14 +1608,11 @@ impl Engine {
             } => Some(rank),
             _ => None,
         };
-        let Some(rank) = ranked else {
+        let (Some(rank), Some(last)) = (ranked, ranking) else {
             let Some(r) = v.result.as_mut() else {
                 return Ok((Changes::none(), false));
             };
             return Ok((r.replace_keys(&changed, &rows)?, false));
-        };
-        let Some(last) = ranking else {
-            return Ok((Changes::none(), false));
         };
         let Some(confirmed) = rank.confirmed(&rows, &last, &changed)? else {
             // Not enough of the run is known to be first among every key.
