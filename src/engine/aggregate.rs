@@ -12,7 +12,7 @@
 //! aggregate, indexed by group slot ([`Column`]), and a batch of partial rows is merged in one
 //! loop with no per-row allocation. Every other aggregate keeps one `Accumulator` per group.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -26,6 +26,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
+use crate::engine::key_index::KeyIndex;
 use crate::error::{Error, Result};
 
 /// Which group column is a window start, and the window's length.
@@ -416,7 +417,7 @@ pub struct GroupState {
     converter: RowConverter,
     /// Output schema: group columns, then one column per aggregate.
     out_schema: SchemaRef,
-    index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    index: KeyIndex,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     window: Option<WindowSpec>,
@@ -459,7 +460,7 @@ impl GroupState {
             num_group_cols: group_schema.fields().len(),
             converter,
             out_schema,
-            index: HashMap::default(),
+            index: KeyIndex::default(),
             slots: Vec::new(),
             free: Vec::new(),
             window,
@@ -547,7 +548,7 @@ impl GroupState {
         for i in 0..n {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
             let slot = match self.index.get(key) {
-                Some(&s) => s,
+                Some(s) => s,
                 None => {
                     let accs = self
                         .aggs
@@ -573,7 +574,7 @@ impl GroupState {
                         key: key.into(),
                         accs,
                     });
-                    self.index.insert(key.into(), s);
+                    self.index.insert(key, s);
                     if let (Some(w), Some(starts)) = (self.window, &window_starts) {
                         let end = if starts.is_null(i) {
                             i64::MIN
@@ -857,7 +858,7 @@ impl GroupState {
         let slots: Vec<Option<usize>> = (0..raw.num_rows())
             .map(|i| {
                 let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
-                self.index.get(key).copied()
+                self.index.get(key)
             })
             .collect();
         for (n, j) in self.min_max().into_iter().enumerate() {

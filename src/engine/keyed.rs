@@ -17,6 +17,7 @@ use arrow::compute::{concat_batches, filter_record_batch, interleave, take, take
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
+use crate::engine::key_index::KeyIndex;
 use crate::error::{Error, Result};
 
 /// What one upsert changed: the rows it replaced and the rows it put in their place or added.
@@ -53,7 +54,7 @@ pub struct KeyedTable {
     alive: Vec<bool>,
     live: usize,
     /// Key -> position of its live row.
-    index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    index: KeyIndex,
     /// The live rows as one batch, built when first asked for after a change.
     snapshot: Mutex<Option<RecordBatch>>,
 }
@@ -72,7 +73,7 @@ impl KeyedTable {
             starts: Vec::new(),
             alive: Vec::new(),
             live: 0,
-            index: HashMap::default(),
+            index: KeyIndex::default(),
             snapshot: Mutex::new(None),
         })
     }
@@ -125,7 +126,7 @@ impl KeyedTable {
                 if keys.is_null(i) {
                     return None;
                 }
-                self.index.get(rows.row(i).data()).map(|&r| r as u32)
+                self.index.get(rows.row(i).data()).map(|r| r as u32)
             })
             .collect())
     }
@@ -221,8 +222,8 @@ impl KeyedTable {
         let mut take_rows: Vec<u32> = Vec::new();
         let mut replaced: Vec<u32> = Vec::new();
         for (k, &i) in &winners {
-            match self.index.get(*k) {
-                Some(&p) => {
+            match self.index.get(k) {
+                Some(p) => {
                     let (c, r) = self.locate(p);
                     if old_t[c].value(r) > new_t.value(i) {
                         continue;
@@ -257,8 +258,7 @@ impl KeyedTable {
         self.alive.resize(start + added.num_rows(), true);
         self.live += added.num_rows();
         for (j, &i) in take_rows.values().iter().enumerate() {
-            self.index
-                .insert(keys.row(i as usize).data().into(), start + j);
+            self.index.insert(keys.row(i as usize).data(), start + j);
         }
         *self.snapshot.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         self.merge_chunks()?;
@@ -321,7 +321,7 @@ impl KeyedTable {
                 rank.push(live);
                 live += usize::from(a);
             }
-            for p in self.index.values_mut() {
+            for p in self.index.slots_mut() {
                 *p = rank[*p];
             }
         } else {

@@ -14,6 +14,7 @@
 pub mod aggregate;
 pub mod functions;
 mod join;
+mod key_index;
 pub mod keyed;
 pub mod live;
 pub mod lookup;

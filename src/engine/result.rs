@@ -3,12 +3,11 @@
 //! Rows are held in Arrow's row format (`arrow::row`), so comparing a new row with the old one
 //! is a byte comparison, and turning the live rows back into a `RecordBatch` is one call.
 
-use std::collections::HashMap;
-
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
+use crate::engine::key_index::KeyIndex;
 use crate::error::Result;
 
 /// What one step changed in a view.
@@ -68,7 +67,7 @@ pub struct ViewResult {
     key_cols: Vec<usize>,
     key_conv: RowConverter,
     row_conv: RowConverter,
-    index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    index: KeyIndex,
     rows: Vec<Option<Box<[u8]>>>,
     /// Per slot: changes when the slot's key leaves (see [`SlotHint`]).
     epochs: Vec<u64>,
@@ -129,7 +128,7 @@ impl ViewResult {
             key_cols,
             key_conv,
             row_conv,
-            index: HashMap::default(),
+            index: KeyIndex::default(),
             rows: Vec::new(),
             epochs: Vec::new(),
             seen: Vec::new(),
@@ -169,7 +168,7 @@ impl ViewResult {
     }
 
     fn slot_for(&mut self, key: &[u8]) -> usize {
-        if let Some(&s) = self.index.get(key) {
+        if let Some(s) = self.index.get(key) {
             return s;
         }
         let s = match self.free.pop() {
@@ -181,7 +180,7 @@ impl ViewResult {
                 self.rows.len() - 1
             }
         };
-        self.index.insert(key.into(), s);
+        self.index.insert(key, s);
         s
     }
 
@@ -305,7 +304,7 @@ impl ViewResult {
         let rows: Vec<&[u8]> = keys
             .iter()
             .filter_map(|k| self.index.get(k.data()))
-            .filter_map(|&s| self.rows[s].as_deref())
+            .filter_map(|s| self.rows[s].as_deref())
             .collect();
         self.decode(rows.into_iter())
     }
@@ -366,8 +365,8 @@ impl ViewResult {
         let stale: Vec<Box<[u8]>> = self
             .index
             .iter()
-            .filter(|(_, &s)| self.seen[s] != generation)
-            .map(|(k, _)| k.clone())
+            .filter(|&(_, s)| self.seen[s] != generation)
+            .map(|(k, _)| k.into())
             .collect();
         let gone: Vec<Box<[u8]>> = stale.iter().filter_map(|k| self.remove(k)).collect();
         let upserts = if changed.is_empty() {
@@ -403,7 +402,7 @@ impl ViewResult {
             // Patching pays off while most rows are unchanged.
             Some(b) if self.snap.dirty.len() * 2 < b.num_rows() => self.patched(&b)?,
             _ => {
-                let slots: Vec<usize> = self.index.values().copied().collect();
+                let slots: Vec<usize> = self.index.slots().collect();
                 (self.materialize(slots.iter().copied())?, slots)
             }
         };
