@@ -463,17 +463,22 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         defs.retain(|d| only.contains(&d.name.as_str()));
     }
     let rt = rt();
-    let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
-    let mut gen = Generator::new(
-        4,
-        Clock::Simulated {
-            start_ms: DEFAULT_START_MS,
-        },
-    );
-    if fixed_catalog {
-        gen = gen.fixed_catalog();
-    }
-    let mut feed = Feed::with(&streams, gen);
+    let lane = || {
+        let mut gen = Generator::new(
+            4,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        if fixed_catalog {
+            gen = gen.fixed_catalog();
+        }
+        (
+            rt.block_on(Pipe::new(&streams, &defs)),
+            Feed::with(&streams, gen),
+        )
+    };
+    let (mut pipe, mut feed) = lane();
     let checkpoints = if join_only {
         vec![100_000usize, 500_000, 1_000_000]
     } else {
@@ -545,6 +550,50 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             changed
         );
     }
+    // The table above times each checkpoint minutes apart, and this machine's speed drifts by
+    // more than the effect measured over minutes. So the first and the last checkpoint are
+    // also timed side by side: a second engine brought to the first checkpoint, then one
+    // slice on each in turn (which goes first alternates), and the ratio taken pair by pair.
+    let (mut early, mut early_feed) = lane();
+    let mut early_done = 0usize;
+    while early_done < checkpoints[0] {
+        let round = early_feed.round(BATCH);
+        early_done += BATCH;
+        rt.block_on(early.run(&[round]));
+    }
+    let slice = |pipe: &mut Pipe, feed: &mut Feed| {
+        let rounds: Vec<_> = (0..5).map(|_| feed.round(BATCH)).collect();
+        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        let t = Instant::now();
+        rt.block_on(pipe.run(&rounds));
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let (mut e, mut l, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..SLICES {
+        let (re, rl) = if k % 2 == 0 {
+            let re = slice(&mut early, &mut early_feed);
+            (re, slice(&mut pipe, &mut feed))
+        } else {
+            let rl = slice(&mut pipe, &mut feed);
+            (slice(&mut early, &mut early_feed), rl)
+        };
+        e.push(re);
+        l.push(rl);
+        ratio.push(rl / re);
+    }
+    for v in [&mut e, &mut l, &mut ratio] {
+        v.sort_by(f64::total_cmp);
+    }
+    let last = checkpoints[checkpoints.len() - 1];
+    println!(
+        "\nside by side, {SLICES} pairs of slices: after {} events {:.0} events/s, after {last} (and the 200k above) {:.0} events/s (medians); later / earlier, pair by pair: median {:.2}, range {:.2} – {:.2}",
+        checkpoints[0],
+        e[SLICES / 2],
+        l[SLICES / 2],
+        ratio[SLICES / 2],
+        ratio[0],
+        ratio[SLICES - 1]
+    );
     if std::env::var_os("RUNNEL_BENCH_BREAKDOWN").is_some() {
         println!("\ntime per view and keyed table over the 200k events after each checkpoint (events before, name)");
         for line in breakdown {
