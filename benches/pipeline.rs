@@ -503,21 +503,31 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     println!("\nflatness, {catalog} ({views}, one core, batches of {BATCH}; the next 200k events timed as {SLICES} slices of 5 rounds)");
     println!("| events before | events/s over the next 200k (median slice) | slowest – fastest slice | RSS MiB | live groups | view rows changed in those 200k |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    for &cp in &checkpoints {
-        while done < cp {
+    // Feeds rounds until `done` events reach `to`.
+    let advance = |pipe: &mut Pipe, feed: &mut Feed, done: &mut usize, to: usize| {
+        while *done < to {
             let round = feed.round(BATCH);
-            done += BATCH;
+            *done += BATCH;
             rt.block_on(pipe.run(&[round]));
         }
+    };
+    // Times 5 rounds: events/s, view rows changed, events.
+    let slice = |pipe: &mut Pipe, feed: &mut Feed| {
+        let rounds: Vec<_> = (0..5).map(|_| feed.round(BATCH)).collect();
+        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        let t = Instant::now();
+        let changed = rt.block_on(pipe.run(&rounds));
+        (n as f64 / t.elapsed().as_secs_f64(), changed, n)
+    };
+    for &cp in &checkpoints {
+        advance(&mut pipe, &mut feed, &mut done, cp);
         let before = busy(&pipe.engine);
         let mut rates = Vec::with_capacity(SLICES);
         let mut changed = 0;
         for _ in 0..SLICES {
-            let rounds: Vec<_> = (0..5).map(|_| feed.round(BATCH)).collect();
-            let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
-            let t = Instant::now();
-            changed += rt.block_on(pipe.run(&rounds));
-            rates.push(n as f64 / t.elapsed().as_secs_f64());
+            let (rate, c, n) = slice(&mut pipe, &mut feed);
+            rates.push(rate);
+            changed += c;
             done += n;
         }
         for ((name, b0), (_, b1)) in before.iter().zip(busy(&pipe.engine)) {
@@ -555,27 +565,15 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     // also timed side by side: a second engine brought to the first checkpoint, then one
     // slice on each in turn (which goes first alternates), and the ratio taken pair by pair.
     let (mut early, mut early_feed) = lane();
-    let mut early_done = 0usize;
-    while early_done < checkpoints[0] {
-        let round = early_feed.round(BATCH);
-        early_done += BATCH;
-        rt.block_on(early.run(&[round]));
-    }
-    let slice = |pipe: &mut Pipe, feed: &mut Feed| {
-        let rounds: Vec<_> = (0..5).map(|_| feed.round(BATCH)).collect();
-        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
-        let t = Instant::now();
-        rt.block_on(pipe.run(&rounds));
-        n as f64 / t.elapsed().as_secs_f64()
-    };
+    advance(&mut early, &mut early_feed, &mut 0, checkpoints[0]);
     let (mut e, mut l, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..SLICES {
         let (re, rl) = if k % 2 == 0 {
-            let re = slice(&mut early, &mut early_feed);
-            (re, slice(&mut pipe, &mut feed))
+            let re = slice(&mut early, &mut early_feed).0;
+            (re, slice(&mut pipe, &mut feed).0)
         } else {
-            let rl = slice(&mut pipe, &mut feed);
-            (slice(&mut early, &mut early_feed), rl)
+            let rl = slice(&mut pipe, &mut feed).0;
+            (slice(&mut early, &mut early_feed).0, rl)
         };
         e.push(re);
         l.push(rl);

@@ -49,6 +49,22 @@ struct Entry {
     slot: usize,
 }
 
+/// A key being looked up: a short one in its inline form (compared as fixed-size arrays), a
+/// long one as it is (no copy to the heap per lookup).
+enum Probe<'a> {
+    Inline(Key),
+    Long(&'a [u8]),
+}
+
+impl Probe<'_> {
+    fn holds(&self, e: &Entry) -> bool {
+        match self {
+            Probe::Inline(k) => e.key == *k,
+            Probe::Long(k) => e.key.as_slice() == *k,
+        }
+    }
+}
+
 /// Encoded key -> slot.
 #[derive(Default)]
 pub struct KeyIndex {
@@ -69,41 +85,45 @@ impl KeyIndex {
         self.table.clear();
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    /// The hash of `key`, and a test for the entry holding it.
+    fn probe<'a>(&self, key: &'a [u8]) -> (u64, Probe<'a>) {
+        let probe = if key.len() <= INLINE {
+            Probe::Inline(Key::new(key))
+        } else {
+            Probe::Long(key)
+        };
+        (self.hasher.hash_one(key), probe)
     }
 
     /// The slot of `key`.
     pub fn get(&self, key: &[u8]) -> Option<usize> {
-        let probe = Key::new(key);
-        self.table
-            .find(self.hash(key), |e| e.key == probe)
-            .map(|e| e.slot)
+        let (h, p) = self.probe(key);
+        self.table.find(h, |e| p.holds(e)).map(|e| e.slot)
     }
 
     /// The slot of `key`, to change in place.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut usize> {
-        let probe = Key::new(key);
-        let h = self.hash(key);
-        self.table
-            .find_mut(h, |e| e.key == probe)
-            .map(|e| &mut e.slot)
+        let (h, p) = self.probe(key);
+        self.table.find_mut(h, |e| p.holds(e)).map(|e| &mut e.slot)
     }
 
     /// Sets the slot of `key`; returns the slot it had.
     pub fn insert(&mut self, key: &[u8], slot: usize) -> Option<usize> {
-        let probe = Key::new(key);
-        let h = self.hash(key);
+        let (h, p) = self.probe(key);
         let hasher = &self.hasher;
         match self
             .table
-            .entry(h, |e| e.key == probe, |e| hasher.hash_one(e.key.as_slice()))
+            .entry(h, |e| p.holds(e), |e| hasher.hash_one(e.key.as_slice()))
         {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 Some(std::mem::replace(&mut o.get_mut().slot, slot))
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(Entry { key: probe, slot });
+                let key = match p {
+                    Probe::Inline(k) => k,
+                    Probe::Long(k) => Key::Heap(k.into()),
+                };
+                v.insert(Entry { key, slot });
                 None
             }
         }
@@ -111,9 +131,8 @@ impl KeyIndex {
 
     /// Removes `key`; returns its slot.
     pub fn remove(&mut self, key: &[u8]) -> Option<usize> {
-        let probe = Key::new(key);
-        let h = self.hash(key);
-        match self.table.find_entry(h, |e| e.key == probe) {
+        let (h, p) = self.probe(key);
+        match self.table.find_entry(h, |e| p.holds(e)) {
             Ok(o) => Some(o.remove().0.slot),
             Err(_) => None,
         }

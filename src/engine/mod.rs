@@ -227,8 +227,8 @@ impl Rank {
     }
 
     /// How many of `rows` (a run over the keys `changed` and the keys of the `last` ranking,
-    /// in order; keys of the view's key type) are known to be the first rows of every key; `None` when fewer than the rows
-    /// shown.
+    /// in order; keys of the view's key type) are known to be the first rows of every key;
+    /// `None` when fewer than the rows shown.
     fn confirmed(
         &self,
         rows: &RecordBatch,
@@ -1803,14 +1803,16 @@ mod tests {
         (i, d.batch)
     }
 
+    /// Units of stock per product: the aggregate view the recompute tests join with.
+    const STOCK: &str = "SELECT product_id, count(*) AS n, sum(stock_quantity) AS stock FROM products GROUP BY product_id";
+
     /// Views whose rows each share their key with the rows they are made of are recomputed
     /// key by key; a round recomputes (and reports) only the keys it changed.
     #[tokio::test]
     async fn views_aligned_on_their_inputs_key_are_recomputed_key_by_key() {
         let s = streams();
-        let stock = "SELECT product_id, count(*) AS n, sum(stock_quantity) AS stock FROM products GROUP BY product_id";
         let defs = [
-            view("stock", stock),
+            view("stock", STOCK),
             view("low", "SELECT p.product_id, p.category, s.stock FROM products p LEFT JOIN stock s ON p.product_id = s.product_id WHERE p.stock_quantity < 10"),
             view("unstocked", "SELECT p.product_id FROM products p WHERE NOT EXISTS (SELECT 1 FROM stock s WHERE s.product_id = p.product_id AND s.stock > 0)"),
             view("not_in", "SELECT p.product_id FROM products p WHERE p.product_id NOT IN (SELECT product_id FROM stock)"),
@@ -1884,9 +1886,8 @@ mod tests {
     #[tokio::test]
     async fn ranked_views_follow_a_fresh_run_through_rises_falls_and_removals() {
         let s = streams();
-        let stock = "SELECT product_id, count(*) AS n, sum(stock_quantity) AS stock FROM products GROUP BY product_id";
         let defs = [
-            view("stock", stock),
+            view("stock", STOCK),
             view("top", "-- @key: product_id\nSELECT row_number() OVER (ORDER BY stock_quantity DESC, product_id) AS r, product_id, stock_quantity FROM products ORDER BY stock_quantity DESC, product_id LIMIT 5"),
             view("bottom", "-- @key: product_id\nSELECT product_id, price FROM products WHERE stock_quantity > 20 ORDER BY price, product_id LIMIT 3"),
             view("joined", "-- @key: product_id\nSELECT rank() OVER (ORDER BY s.stock, p.product_id) AS r, p.product_id, p.category, s.stock FROM products p JOIN stock s ON p.product_id = s.product_id ORDER BY s.stock, p.product_id LIMIT 4"),
