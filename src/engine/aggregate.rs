@@ -27,6 +27,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::engine::key_index::KeyIndex;
+use crate::engine::result::SlotHint;
 use crate::error::{Error, Result};
 
 /// Which group column is a window start, and the window's length.
@@ -36,16 +37,19 @@ pub struct WindowSpec {
     pub size_ms: i64,
 }
 
-/// Ids handed to groups, unique in the process (a group's id never names another group, even
-/// in another `GroupState`).
-static NEXT_GROUP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 struct Slot {
-    /// This group's id ([`GroupState::group_id`]).
-    id: u64,
     key: Box<[u8]>,
     /// One per aggregate; `None` where the aggregate's state is a [`Column`].
     accs: Vec<Option<Box<dyn Accumulator>>>,
+}
+
+/// See [`GroupState`]'s `meta`.
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupMeta {
+    /// The slot holds a group.
+    live: bool,
+    /// Where the group's row was put in the view's result last time ([`GroupState::result_hint`]).
+    hint: SlotHint,
 }
 
 /// How a common aggregate merges and evaluates, with its state in columns.
@@ -419,6 +423,9 @@ pub struct GroupState {
     out_schema: SchemaRef,
     index: KeyIndex,
     slots: Vec<Option<Slot>>,
+    /// Per slot, what every touch of a group reads besides its aggregates, in one small entry
+    /// (not in `slots`, whose entries are larger and hold pointers).
+    meta: Vec<GroupMeta>,
     free: Vec<usize>,
     window: Option<WindowSpec>,
     /// Window end -> slots of groups in windows ending then.
@@ -462,6 +469,7 @@ impl GroupState {
             out_schema,
             index: KeyIndex::default(),
             slots: Vec::new(),
+            meta: Vec::new(),
             free: Vec::new(),
             window,
             by_end: BTreeMap::new(),
@@ -472,13 +480,17 @@ impl GroupState {
         self.num_group_cols
     }
 
-    /// The id of the group in `slot` (0: none). A slot reused by another group gets another
-    /// id, so an id cached with a slot tells whether it still names the same group.
-    pub fn group_id(&self, slot: usize) -> u64 {
-        self.slots
-            .get(slot)
-            .and_then(|s| s.as_ref())
-            .map_or(0, |s| s.id)
+    /// Where the group in `slot` put its row in the view's result last time (no hint for a
+    /// group new to the slot: a slot taken over by another group starts without one).
+    pub fn result_hint(&self, slot: usize) -> SlotHint {
+        self.meta.get(slot).map_or(SlotHint::default(), |m| m.hint)
+    }
+
+    /// Remembers where the group in `slot` put its row (see [`GroupState::result_hint`]).
+    pub fn set_result_hint(&mut self, slot: usize, hint: SlotHint) {
+        if let Some(m) = self.meta.get_mut(slot).filter(|m| m.live) {
+            m.hint = hint;
+        }
     }
 
     /// Number of live groups.
@@ -563,6 +575,7 @@ impl GroupState {
                         Some(s) => s,
                         None => {
                             self.slots.push(None);
+                            self.meta.push(GroupMeta::default());
                             self.slots.len() - 1
                         }
                     };
@@ -570,10 +583,13 @@ impl GroupState {
                         c.reset(s);
                     }
                     self.slots[s] = Some(Slot {
-                        id: NEXT_GROUP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                         key: key.into(),
                         accs,
                     });
+                    self.meta[s] = GroupMeta {
+                        live: true,
+                        hint: SlotHint::default(),
+                    };
                     self.index.insert(key, s);
                     if let (Some(w), Some(starts)) = (self.window, &window_starts) {
                         let end = if starts.is_null(i) {
@@ -656,7 +672,7 @@ impl GroupState {
         let live: Vec<usize> = slots
             .iter()
             .copied()
-            .filter(|&s| self.slots[s].is_some())
+            .filter(|&s| self.meta[s].live)
             .collect();
         for j in 0..self.aggs.len() {
             let field = self.out_schema.field(self.num_group_cols + j);
@@ -885,6 +901,7 @@ impl GroupState {
         }
         self.index.clear();
         self.slots.clear();
+        self.meta.clear();
         self.free.clear();
         self.by_end.clear();
     }
@@ -894,6 +911,7 @@ impl GroupState {
         for &s in slots {
             if let Some(st) = self.slots[s].take() {
                 self.index.remove(&st.key);
+                self.meta[s] = GroupMeta::default();
                 self.free.push(s);
                 for c in self.columns.iter_mut().flatten() {
                     if let Some(bag) = c.bags.as_mut().and_then(|b| b.get_mut(s)) {

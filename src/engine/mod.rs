@@ -156,9 +156,6 @@ pub(crate) struct AggregateView {
     raw: Option<Arc<dyn ExecutionPlan>>,
     /// Restored from a checkpoint, which holds no kept values: rebuild before the next round.
     stale: bool,
-    /// Per group slot: the group's id and where its row sits in the view's result, so that
-    /// updating it skips the key lookup while both still hold.
-    result_slots: Vec<(u64, SlotHint)>,
 }
 
 pub(crate) enum ViewKind {
@@ -1295,19 +1292,10 @@ impl Engine {
             .zip(mask.values().iter())
             .filter_map(|(&g, keep)| keep.then_some(g))
             .collect();
-        let mut hints: Vec<SlotHint> = kept
-            .iter()
-            .map(|&g| match a.result_slots.get(g) {
-                Some(&(id, h)) if id == a.groups.group_id(g) => h,
-                _ => SlotHint::default(),
-            })
-            .collect();
+        let mut hints: Vec<SlotHint> = kept.iter().map(|&g| a.groups.result_hint(g)).collect();
         let upserts = result.upsert_hinted(&filter_record_batch(&rows, &mask)?, &mut hints)?;
         for (&g, h) in kept.iter().zip(hints) {
-            if a.result_slots.len() <= g {
-                a.result_slots.resize(g + 1, (0, SlotHint::default()));
-            }
-            a.result_slots[g] = (a.groups.group_id(g), h);
+            a.groups.set_result_hint(g, h);
         }
         let deletes = if mask.true_count() < mask.len() {
             result.delete(&filter_record_batch(&rows, &not(&mask)?)?)?

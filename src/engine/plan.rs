@@ -1074,7 +1074,6 @@ impl Engine {
                 count_star,
                 raw,
                 stale: false,
-                result_slots: Vec::new(),
             })),
             inputs,
             Some(result),

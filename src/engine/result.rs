@@ -68,10 +68,7 @@ pub struct ViewResult {
     key_conv: RowConverter,
     row_conv: RowConverter,
     index: KeyIndex,
-    rows: Vec<Option<Box<[u8]>>>,
-    /// Per slot: changes when the slot's key leaves (see [`SlotHint`]).
-    epochs: Vec<u64>,
-    seen: Vec<u64>,
+    slots: Vec<RowSlot>,
     generation: u64,
     free: Vec<usize>,
     snap: Snapshot,
@@ -81,33 +78,27 @@ pub struct ViewResult {
     replaced: Vec<Box<[u8]>>,
 }
 
+/// One slot: a key's row and what a change of it checks and sets, side by side, so that a
+/// changed row costs one cache line here plus its row's bytes (not one line per field).
+struct RowSlot {
+    /// The row, in row format; `None` while the slot is free.
+    row: Option<Box<[u8]>>,
+    /// Changes when the slot's key leaves (see [`SlotHint`]).
+    epoch: u64,
+    /// The last call (generation) that set this slot.
+    seen: u64,
+    /// Changed (updated, inserted or removed) since the last snapshot was built.
+    dirty: bool,
+}
+
 /// The last snapshot built, and which slots changed since.
 #[derive(Default)]
 struct Snapshot {
     batch: Option<RecordBatch>,
     /// Slot of each row of `batch`.
     slots: Vec<usize>,
-    /// Slots changed (updated, inserted or removed) since `batch` was built.
+    /// Slots changed since `batch` was built (each flagged `dirty` in its [`RowSlot`]).
     dirty: Vec<usize>,
-    is_dirty: Vec<bool>,
-}
-
-impl Snapshot {
-    fn touch(&mut self, slot: usize) {
-        if self.is_dirty.len() <= slot {
-            self.is_dirty.resize(slot + 1, false);
-        }
-        if !self.is_dirty[slot] {
-            self.is_dirty[slot] = true;
-            self.dirty.push(slot);
-        }
-    }
-    fn clean(&mut self) {
-        for &s in &self.dirty {
-            self.is_dirty[s] = false;
-        }
-        self.dirty.clear();
-    }
 }
 
 impl ViewResult {
@@ -129,9 +120,7 @@ impl ViewResult {
             key_conv,
             row_conv,
             index: KeyIndex::default(),
-            rows: Vec::new(),
-            epochs: Vec::new(),
-            seen: Vec::new(),
+            slots: Vec::new(),
             generation: 0,
             free: Vec::new(),
             snap: Snapshot::default(),
@@ -174,14 +163,34 @@ impl ViewResult {
         let s = match self.free.pop() {
             Some(s) => s,
             None => {
-                self.rows.push(None);
-                self.epochs.push(next_epoch());
-                self.seen.push(0);
-                self.rows.len() - 1
+                self.slots.push(RowSlot {
+                    row: None,
+                    epoch: next_epoch(),
+                    seen: 0,
+                    dirty: false,
+                });
+                self.slots.len() - 1
             }
         };
         self.index.insert(key, s);
         s
+    }
+
+    /// Marks a slot changed since the last snapshot.
+    fn touch(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if !s.dirty {
+            s.dirty = true;
+            self.snap.dirty.push(slot);
+        }
+    }
+
+    /// Forgets the changes since the last snapshot (a new one was just built).
+    fn clean(&mut self) {
+        for &s in &self.snap.dirty {
+            self.slots[s].dirty = false;
+        }
+        self.snap.dirty.clear();
     }
 
     /// From now on, keep the values that upserts replace, for [`ViewResult::take_replaced`].
@@ -203,28 +212,28 @@ impl ViewResult {
     /// the first change of the slot in this call (its old value is what left the view).
     fn set_row(&mut self, slot: usize, new: &[u8], first: bool) -> bool {
         if first && self.track_replaced {
-            if let Some(old) = &self.rows[slot] {
+            if let Some(old) = &self.slots[slot].row {
                 if **old != *new {
                     self.replaced.push(old.clone());
                 }
             }
         }
-        match &mut self.rows[slot] {
+        match &mut self.slots[slot].row {
             Some(old) if **old == *new => return false,
             Some(old) if old.len() == new.len() => old.copy_from_slice(new),
             row => *row = Some(new.into()),
         }
-        self.snap.touch(slot);
+        self.touch(slot);
         true
     }
 
     /// Removes the row of `key`; returns its last value.
     fn remove(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
         let s = self.index.remove(key)?;
-        self.epochs[s] = next_epoch();
+        self.slots[s].epoch = next_epoch();
         self.free.push(s);
-        self.snap.touch(s);
-        self.rows[s].take()
+        self.touch(s);
+        self.slots[s].row.take()
     }
 
     /// Inserts or updates rows; returns those whose values actually changed.
@@ -254,7 +263,10 @@ impl ViewResult {
         let mut changed = Vec::new();
         for (i, hint) in hints.iter_mut().enumerate() {
             let h = hint.slot as usize;
-            let held = self.epochs.get(h) == Some(&hint.epoch) && self.rows[h].is_some();
+            let held = self
+                .slots
+                .get(h)
+                .is_some_and(|x| x.epoch == hint.epoch && x.row.is_some());
             let s = if held {
                 h
             } else {
@@ -265,16 +277,16 @@ impl ViewResult {
                 let s = self.slot_for(k.row(i).data());
                 *hint = SlotHint {
                     slot: s as u32,
-                    epoch: self.epochs[s],
+                    epoch: self.slots[s].epoch,
                 };
                 s
             };
-            let first = self.seen[s] != self.generation;
+            let first = self.slots[s].seen != self.generation;
             if !self.set_row(s, rows.row(i).data(), first) {
                 continue;
             }
-            if self.seen[s] != self.generation {
-                self.seen[s] = self.generation;
+            if self.slots[s].seen != self.generation {
+                self.slots[s].seen = self.generation;
                 changed.push(s);
             }
         }
@@ -304,7 +316,7 @@ impl ViewResult {
         let rows: Vec<&[u8]> = keys
             .iter()
             .filter_map(|k| self.index.get(k.data()))
-            .filter_map(|s| self.rows[s].as_deref())
+            .filter_map(|s| self.slots[s].row.as_deref())
             .collect();
         self.decode(rows.into_iter())
     }
@@ -356,16 +368,16 @@ impl ViewResult {
         let mut changed = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let s = self.slot_for(key.data());
-            let first = self.seen[s] != generation;
+            let first = self.slots[s].seen != generation;
             if self.set_row(s, rows.row(i).data(), first) && first {
                 changed.push(s);
             }
-            self.seen[s] = generation;
+            self.slots[s].seen = generation;
         }
         let stale: Vec<Box<[u8]>> = self
             .index
             .iter()
-            .filter(|&(_, s)| self.seen[s] != generation)
+            .filter(|&(_, s)| self.slots[s].seen != generation)
             .map(|(k, _)| k.into())
             .collect();
         let gone: Vec<Box<[u8]>> = stale.iter().filter_map(|k| self.remove(k)).collect();
@@ -390,7 +402,7 @@ impl ViewResult {
     }
 
     fn materialize(&self, slots: impl Iterator<Item = usize>) -> Result<RecordBatch> {
-        let rows: Vec<&[u8]> = slots.filter_map(|s| self.rows[s].as_deref()).collect();
+        let rows: Vec<&[u8]> = slots.filter_map(|s| self.slots[s].row.as_deref()).collect();
         self.decode(rows.into_iter())
     }
 
@@ -406,7 +418,7 @@ impl ViewResult {
                 (self.materialize(slots.iter().copied())?, slots)
             }
         };
-        self.snap.clean();
+        self.clean();
         self.snap.batch = Some(batch.clone());
         self.snap.slots = slots;
         Ok(batch)
@@ -415,7 +427,7 @@ impl ViewResult {
     /// `base` (the last snapshot) without its changed rows, then the changed rows still live;
     /// with the slot of each row.
     fn patched(&self, base: &RecordBatch) -> Result<(RecordBatch, Vec<usize>)> {
-        let dirty = |s: usize| self.snap.is_dirty.get(s).copied().unwrap_or(false);
+        let dirty = |s: usize| self.slots.get(s).is_some_and(|x| x.dirty);
         let keep: arrow::array::BooleanArray =
             self.snap.slots.iter().map(|&s| Some(!dirty(s))).collect();
         let kept = arrow::compute::filter_record_batch(base, &keep)?;
@@ -432,7 +444,7 @@ impl ViewResult {
                 .dirty
                 .iter()
                 .copied()
-                .filter(|&s| self.rows[s].is_some()),
+                .filter(|&s| self.slots[s].row.is_some()),
         );
         let added = self.materialize(slots[fresh..].iter().copied())?;
         Ok((
