@@ -5,7 +5,9 @@
 //! 10M-event flatness run (default 2M), `RUNNEL_BENCH_FLATNESS=default|fixed|join` for one of
 //! the three flatness tables only, `RUNNEL_BENCH_BREAKDOWN=1` for the time spent in each
 //! view and keyed table over each measured slice, and `RUNNEL_BENCH_VIEWS=a,b` to run the
-//! flatness tables over some views only (for profiling one).
+//! flatness tables over some views only (for profiling one). `RUNNEL_BENCH_BATCH=N` sets the
+//! events per round of the `pipeline` group and the flatness tables (default: `runnel run
+//! --batch-size`'s default, 32768); the events measured stay about the same.
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,7 +18,27 @@ use runnel::engine::{view_file, Engine, ViewDef};
 use runnel::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
 use runnel::schema::Streams;
 
+/// Events per round of the benchmarks that fix their rounds (decode, lookup join, checkpoint),
+/// and the unit the others size their runs in.
 const BATCH: usize = 8192;
+
+/// `runnel run --batch-size`'s default.
+const RUN_BATCH: usize = 32768;
+
+/// Events per round of the `pipeline` group and the flatness tables: `RUNNEL_BENCH_BATCH`, or
+/// [`RUN_BATCH`], as `runnel run` takes them from a backlog.
+fn batch() -> usize {
+    std::env::var("RUNNEL_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(RUN_BATCH)
+}
+
+/// Rounds of `batch()` events that make up about `events` events (at least one).
+fn rounds_for(events: usize) -> usize {
+    events.div_ceil(batch()).max(1)
+}
 
 struct Feed {
     gen: Generator,
@@ -226,9 +248,13 @@ fn bench_pipeline(c: &mut Criterion) {
     let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
     let mut feed = Feed::new(&streams, 3);
     // Warm up: the initial customers/products and some history.
-    let warm: Vec<_> = (0..30).map(|_| feed.round(BATCH)).collect();
+    let warm: Vec<_> = (0..rounds_for(30 * BATCH))
+        .map(|_| feed.round(batch()))
+        .collect();
     rt.block_on(pipe.run(&warm));
-    let rounds: Vec<_> = (0..25).map(|_| feed.round(BATCH)).collect();
+    let rounds: Vec<_> = (0..rounds_for(25 * BATCH))
+        .map(|_| feed.round(batch()))
+        .collect();
     let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(n as u64));
@@ -448,7 +474,8 @@ fn rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Throughput of a fixed 200k-event slice after `warm` events; RSS after `warm` events.
+/// Throughput of the events after each checkpoint (five slices of whole rounds, at least 40,960
+/// events each); RSS after each checkpoint.
 /// `fixed_catalog`: the generator keeps its first 500 customers and 100 products, so only
 /// history grows; otherwise customers and products keep arriving (the default traffic).
 fn flatness(fixed_catalog: bool, join_only: bool) {
@@ -497,23 +524,25 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         "decode + all shipped views but the day-long self-join"
     };
     // This machine is shared and noisy (one 200k slice varies by up to a third between runs):
-    // the 200k events after each checkpoint are timed as SLICES slices of 5 rounds, and the
-    // median slice is reported, with the range.
+    // the events after each checkpoint are timed as SLICES slices of at least 40,960 events
+    // (whole rounds), and the median slice is reported, with the range.
     const SLICES: usize = 5;
-    println!("\nflatness, {catalog} ({views}, one core, batches of {BATCH}; the next 200k events timed as {SLICES} slices of 5 rounds)");
-    println!("| events before | events/s over the next 200k (median slice) | slowest – fastest slice | RSS MiB | live groups | view rows changed in those 200k |");
+    let (batch, per_slice) = (batch(), rounds_for(5 * BATCH));
+    let span = format!("{}k", SLICES * per_slice * batch / 1000);
+    println!("\nflatness, {catalog} ({views}, one core, batches of {batch}; the next {span} events timed as {SLICES} slices of {per_slice} rounds)");
+    println!("| events before | events/s over the next {span} (median slice) | slowest – fastest slice | RSS MiB | live groups | view rows changed in those {span} |");
     println!("|---:|---:|---:|---:|---:|---:|");
     // Feeds rounds until `done` events reach `to`.
     let advance = |pipe: &mut Pipe, feed: &mut Feed, done: &mut usize, to: usize| {
         while *done < to {
-            let round = feed.round(BATCH);
-            *done += BATCH;
+            let round = feed.round(batch);
+            *done += batch;
             rt.block_on(pipe.run(&[round]));
         }
     };
     // Times 5 rounds: events/s, view rows changed, events.
     let slice = |pipe: &mut Pipe, feed: &mut Feed| {
-        let rounds: Vec<_> = (0..5).map(|_| feed.round(BATCH)).collect();
+        let rounds: Vec<_> = (0..per_slice).map(|_| feed.round(batch)).collect();
         let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
         let t = Instant::now();
         let changed = rt.block_on(pipe.run(&rounds));
@@ -584,7 +613,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     }
     let last = checkpoints[checkpoints.len() - 1];
     println!(
-        "\nside by side, {SLICES} pairs of slices: after {} events {:.0} events/s, after {last} (and the 200k above) {:.0} events/s (medians); later / earlier, pair by pair: median {:.2}, range {:.2} – {:.2}",
+        "\nside by side, {SLICES} pairs of slices: after {} events {:.0} events/s, after {last} (and the {span} above) {:.0} events/s (medians); later / earlier, pair by pair: median {:.2}, range {:.2} – {:.2}",
         checkpoints[0],
         e[SLICES / 2],
         l[SLICES / 2],
@@ -593,7 +622,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         ratio[SLICES - 1]
     );
     if std::env::var_os("RUNNEL_BENCH_BREAKDOWN").is_some() {
-        println!("\ntime per view and keyed table over the 200k events after each checkpoint (events before, name)");
+        println!("\ntime per view and keyed table over the {span} events after each checkpoint (events before, name)");
         for line in breakdown {
             println!("{line}");
         }

@@ -172,9 +172,11 @@ struct RunArgs {
     /// Generator: stop after this many events (simulated event times, as fast as possible).
     #[arg(long)]
     count: Option<u64>,
-    /// Records per micro-batch: generator and Kafka count all streams together, file replay
-    /// reads up to this many lines ahead per file.
-    #[arg(long, default_value_t = 8192)]
+    /// Records per micro-batch at most: generator and Kafka count all streams together, file
+    /// replay reads up to this many lines ahead per file. Rounds fill up only while a backlog
+    /// is waiting (Kafka also stops at --max-wait-ms); larger rounds fold more of a group's
+    /// updates into one change (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 32768)]
     batch_size: usize,
     /// File for malformed and late records (JSON lines with reason and position).
     #[arg(
