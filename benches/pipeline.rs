@@ -93,6 +93,9 @@ impl Feed {
 struct Pipe {
     engine: Engine,
     decoders: Vec<StreamDecoder>,
+    /// Time spent decoding, and in `Engine::process_round`, so far.
+    decoding: std::time::Duration,
+    processing: std::time::Duration,
 }
 
 impl Pipe {
@@ -103,19 +106,28 @@ impl Pipe {
             .iter()
             .map(|s| StreamDecoder::new(s.clone()).unwrap())
             .collect();
-        Pipe { engine, decoders }
+        Pipe {
+            engine,
+            decoders,
+            decoding: std::time::Duration::ZERO,
+            processing: std::time::Duration::ZERO,
+        }
     }
     /// Runs the rounds; returns the number of view rows they changed (upserts and deletes
     /// the sinks would get).
     async fn run(&mut self, rounds: &[Vec<RawBatch>]) -> usize {
         let mut changed = 0;
         for round in rounds {
+            let t = Instant::now();
             let mut batches = Vec::with_capacity(round.len());
             for raw in round {
                 let d = self.decoders[raw.stream].decode(raw).unwrap();
                 batches.push((raw.stream, d.batch));
             }
+            let t1 = Instant::now();
+            self.decoding += t1 - t;
             let out = self.engine.process_round(batches).await.unwrap();
+            self.processing += t1.elapsed();
             changed += out
                 .outputs
                 .iter()
@@ -551,6 +563,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     for &cp in &checkpoints {
         advance(&mut pipe, &mut feed, &mut done, cp);
         let before = busy(&pipe.engine);
+        let (decoding, processing) = (pipe.decoding, pipe.processing);
         let mut rates = Vec::with_capacity(SLICES);
         let mut changed = 0;
         for _ in 0..SLICES {
@@ -559,12 +572,23 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             changed += c;
             done += n;
         }
+        let mut counted = std::time::Duration::ZERO;
         for ((name, b0), (_, b1)) in before.iter().zip(busy(&pipe.engine)) {
+            counted += b1 - *b0;
             breakdown.push(format!(
                 "{cp}\t{name}\t{:.1} ms",
                 (b1 - *b0).as_secs_f64() * 1e3
             ));
         }
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        breakdown.push(format!(
+            "{cp}\tdecode\t{:.1} ms",
+            ms(pipe.decoding - decoding)
+        ));
+        breakdown.push(format!(
+            "{cp}\tengine, outside the views and tables above\t{:.1} ms",
+            ms((pipe.processing - processing).saturating_sub(counted))
+        ));
         for v in pipe.engine.view_stats() {
             if let Some((runs, full)) = pipe.engine.rank_runs(&v.name) {
                 breakdown.push(format!(
