@@ -552,7 +552,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             rt.block_on(pipe.run(&[round]));
         }
     };
-    // Times 5 rounds: events/s, view rows changed, events.
+    // Times one slice (`per_slice` rounds): events/s, view rows changed, events.
     let slice = |pipe: &mut Pipe, feed: &mut Feed| {
         let rounds: Vec<_> = (0..per_slice).map(|_| feed.round(batch)).collect();
         let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
@@ -572,15 +572,12 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             changed += c;
             done += n;
         }
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let mut counted = std::time::Duration::ZERO;
         for ((name, b0), (_, b1)) in before.iter().zip(busy(&pipe.engine)) {
             counted += b1 - *b0;
-            breakdown.push(format!(
-                "{cp}\t{name}\t{:.1} ms",
-                (b1 - *b0).as_secs_f64() * 1e3
-            ));
+            breakdown.push(format!("{cp}\t{name}\t{:.1} ms", ms(b1 - *b0)));
         }
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         breakdown.push(format!(
             "{cp}\tdecode\t{:.1} ms",
             ms(pipe.decoding - decoding)
@@ -646,7 +643,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         ratio[SLICES - 1]
     );
     if std::env::var_os("RUNNEL_BENCH_BREAKDOWN").is_some() {
-        println!("\ntime per view and keyed table over the {span} events after each checkpoint (events before, name)");
+        println!("\ntime per view and keyed table, decode, and the engine's remainder over the {span} events after each checkpoint (events before, name)");
         for line in breakdown {
             println!("{line}");
         }

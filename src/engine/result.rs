@@ -285,7 +285,7 @@ impl ViewResult {
             if !self.set_row(s, rows.row(i).data(), first) {
                 continue;
             }
-            if self.slots[s].seen != self.generation {
+            if first {
                 self.slots[s].seen = self.generation;
                 changed.push(s);
             }
