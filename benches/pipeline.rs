@@ -617,6 +617,14 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     let (mut early, mut early_feed) = lane();
     advance(&mut early, &mut early_feed, &mut 0, checkpoints[0]);
     let (mut e, mut l, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    // Where each lane's time goes over the pairs: decode, each view and keyed table, the rest.
+    let parts = |p: &Pipe| {
+        let mut v = busy(&p.engine);
+        v.push(("decode".into(), p.decoding));
+        v.push(("process_round, in all".into(), p.processing));
+        v
+    };
+    let (early0, late0) = (parts(&early), parts(&pipe));
     for k in 0..SLICES {
         let (re, rl) = if k % 2 == 0 {
             let re = slice(&mut early, &mut early_feed).0;
@@ -643,6 +651,17 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         ratio[SLICES - 1]
     );
     if std::env::var_os("RUNNEL_BENCH_BREAKDOWN").is_some() {
+        println!("\nside by side, time over the {SLICES} slices of each lane (name, after {}, after {last}, later - earlier)", checkpoints[0]);
+        let (early1, late1) = (parts(&early), parts(&pipe));
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        for (((name, e0), (_, e1)), ((_, l0), (_, l1))) in
+            early0.iter().zip(&early1).zip(late0.iter().zip(&late1))
+        {
+            let (a, b) = (ms(*e1 - *e0), ms(*l1 - *l0));
+            if a >= 0.05 || b >= 0.05 {
+                println!("{name}\t{a:.1} ms\t{b:.1} ms\t{:+.1} ms", b - a);
+            }
+        }
         println!("\ntime per view and keyed table, decode, and the engine's remainder over the {span} events after each checkpoint (events before, name)");
         for line in breakdown {
             println!("{line}");

@@ -26,7 +26,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::engine::key_index::KeyIndex;
+use crate::engine::key_index::{KeyIndex, AHEAD};
 use crate::engine::result::SlotHint;
 use crate::error::{Error, Result};
 
@@ -557,9 +557,15 @@ impl GroupState {
             ));
         }
         let mut row_slots = Vec::with_capacity(n);
+        // Each group's bucket in the index is loaded a few rows ahead of its lookup.
+        let key_at = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
+        let hashes: Vec<u64> = (0..n).map(|i| self.index.hash(key_at(i))).collect();
         for i in 0..n {
-            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
-            let slot = match self.index.get(key) {
+            if let Some(&h) = hashes.get(i + AHEAD) {
+                self.index.prefetch(h);
+            }
+            let key = key_at(i);
+            let slot = match self.index.get_hashed(key, hashes[i]) {
                 Some(s) => s,
                 None => {
                     let accs = self

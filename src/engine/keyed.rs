@@ -121,14 +121,10 @@ impl KeyedTable {
         let rows = self
             .converter
             .convert_columns(std::slice::from_ref(&keys))?;
-        Ok((0..keys.len())
-            .map(|i| {
-                if keys.is_null(i) {
-                    return None;
-                }
-                self.index.get(rows.row(i).data()).map(|r| r as u32)
-            })
-            .collect())
+        let at = self
+            .index
+            .get_batch(keys.len(), |i| keys.is_valid(i).then(|| rows.row(i).data()));
+        Ok(at.into_iter().map(|p| p.map(|r| r as u32)).collect())
     }
 
     /// Columns `cols` of the rows at positions `at` (from [`KeyedTable::find`]; null
@@ -221,8 +217,10 @@ impl KeyedTable {
         }
         let mut take_rows: Vec<u32> = Vec::new();
         let mut replaced: Vec<u32> = Vec::new();
-        for (k, &i) in &winners {
-            match self.index.get(k) {
+        let winners: Vec<(&[u8], usize)> = winners.into_iter().collect();
+        let held = self.index.get_batch(winners.len(), |w| Some(winners[w].0));
+        for (&(_, i), p) in winners.iter().zip(held) {
+            match p {
                 Some(p) => {
                     let (c, r) = self.locate(p);
                     if old_t[c].value(r) > new_t.value(i) {

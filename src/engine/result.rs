@@ -7,7 +7,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
-use crate::engine::key_index::KeyIndex;
+use crate::engine::key_index::{prefetch, KeyIndex, AHEAD};
 use crate::error::Result;
 
 /// What one step changed in a view.
@@ -75,7 +75,10 @@ pub struct ViewResult {
     /// Whether to keep the values that upserts replace (a view over this one's changelog
     /// takes them back out of its groups).
     track_replaced: bool,
-    replaced: Vec<Box<[u8]>>,
+    /// Those values, in row format, one after another; `replaced_ends[i]` is where the i-th
+    /// ends (one buffer, so keeping a value costs no allocation).
+    replaced: Vec<u8>,
+    replaced_ends: Vec<usize>,
 }
 
 /// One slot: a key's row and what a change of it checks and sets, side by side, so that a
@@ -89,6 +92,9 @@ struct RowSlot {
     seen: u64,
     /// Changed (updated, inserted or removed) since the last snapshot was built.
     dirty: bool,
+    /// In the upsert call that last changed this slot: where the slot's entry is in that
+    /// call's list of changed rows.
+    changed_at: u32,
 }
 
 /// The last snapshot built, and which slots changed since.
@@ -126,6 +132,7 @@ impl ViewResult {
             snap: Snapshot::default(),
             track_replaced: false,
             replaced: Vec::new(),
+            replaced_ends: Vec::new(),
         })
     }
 
@@ -168,6 +175,7 @@ impl ViewResult {
                     epoch: next_epoch(),
                     seen: 0,
                     dirty: false,
+                    changed_at: 0,
                 });
                 self.slots.len() - 1
             }
@@ -201,11 +209,20 @@ impl ViewResult {
     /// The old values of the rows updated since the last call (each row's value before its
     /// first update since then). With [`Changes::deletes`] these are what left the view.
     pub fn take_replaced(&mut self) -> Result<Option<RecordBatch>> {
-        if self.replaced.is_empty() {
+        if self.replaced_ends.is_empty() {
             return Ok(None);
         }
-        let rows = std::mem::take(&mut self.replaced);
-        Ok(Some(self.decode(rows.iter().map(|r| &r[..]))?))
+        let data = std::mem::take(&mut self.replaced);
+        let ends = std::mem::take(&mut self.replaced_ends);
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let rows = starts.zip(ends.iter().copied()).map(|(a, b)| &data[a..b]);
+        let batch = self.decode(rows)?;
+        // Keep the buffers' capacity for the next round.
+        self.replaced = data;
+        self.replaced.clear();
+        self.replaced_ends = ends;
+        self.replaced_ends.clear();
+        Ok(Some(batch))
     }
 
     /// Stores `new` as the row of `slot`; false if it already held exactly that row. `first`:
@@ -214,7 +231,8 @@ impl ViewResult {
         if first && self.track_replaced {
             if let Some(old) = &self.slots[slot].row {
                 if **old != *new {
-                    self.replaced.push(old.clone());
+                    self.replaced.extend_from_slice(old);
+                    self.replaced_ends.push(self.replaced.len());
                 }
             }
         }
@@ -261,7 +279,23 @@ impl ViewResult {
         let rows = self.row_conv.convert_columns(batch.columns())?;
         let mut keys = None;
         let mut changed = Vec::new();
-        for (i, hint) in hints.iter_mut().enumerate() {
+        for i in 0..hints.len() {
+            // The slots of rows a little ahead, then their rows' bytes: their loads overlap.
+            if let Some(h) = hints.get(i + 2 * AHEAD) {
+                if let Some(x) = self.slots.get(h.slot as usize) {
+                    prefetch(x);
+                }
+            }
+            if let Some(h) = hints.get(i + AHEAD) {
+                if let Some(r) = self
+                    .slots
+                    .get(h.slot as usize)
+                    .and_then(|x| x.row.as_deref())
+                {
+                    prefetch(r.as_ptr());
+                }
+            }
+            let hint = &mut hints[i];
             let h = hint.slot as usize;
             let held = self
                 .slots
@@ -285,15 +319,25 @@ impl ViewResult {
             if !self.set_row(s, rows.row(i).data(), first) {
                 continue;
             }
+            // The batch row that last changed each changed slot: its value is the slot's now.
             if first {
                 self.slots[s].seen = self.generation;
-                changed.push(s);
+                self.slots[s].changed_at = changed.len() as u32;
+                changed.push(i as u32);
+            } else {
+                changed[self.slots[s].changed_at as usize] = i as u32;
             }
         }
         if changed.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.materialize(changed.iter().copied())?))
+        // Taken from the batch, not decoded from the slots: the same values, at a copy's cost.
+        let taken =
+            arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(changed))?;
+        Ok(Some(RecordBatch::try_new(
+            self.schema.clone(),
+            taken.columns().to_vec(),
+        )?))
     }
 
     /// Removes the rows whose keys appear in `batch`; returns their last values.
@@ -313,9 +357,11 @@ impl ViewResult {
     /// skipped).
     pub fn rows_for_keys(&self, keys: &ArrayRef) -> Result<RecordBatch> {
         let keys = self.key_rows(keys)?;
-        let rows: Vec<&[u8]> = keys
-            .iter()
-            .filter_map(|k| self.index.get(k.data()))
+        let rows: Vec<&[u8]> = self
+            .index
+            .get_batch(keys.num_rows(), |i| Some(keys.row(i).data()))
+            .into_iter()
+            .flatten()
             .filter_map(|s| self.slots[s].row.as_deref())
             .collect();
         self.decode(rows.into_iter())
