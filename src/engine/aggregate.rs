@@ -10,7 +10,9 @@
 //! The common aggregates — count, sum, min, max over integers, floats and timestamps, and avg
 //! over floats — skip DataFusion's per-group `Accumulator`: their state lives in one column per
 //! aggregate, indexed by group slot ([`Column`]), and a batch of partial rows is merged in one
-//! loop with no per-row allocation. Every other aggregate keeps one `Accumulator` per group.
+//! loop with no per-row allocation. `count(DISTINCT x)` keeps every (group, value) pair it has
+//! seen in one index ([`Distinct`]), looked up a batch at a time, so its cost per value does not
+//! grow with the sets. Every other aggregate keeps one `Accumulator` per group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,6 +66,8 @@ enum Fast {
     MaxFloat,
     /// avg over floats: state (count, sum).
     Avg,
+    /// count(DISTINCT x): state, a list of the distinct values (see [`Distinct`]).
+    CountDistinct,
 }
 
 /// One aggregate's state for every slot.
@@ -78,6 +82,156 @@ struct Column {
     /// min/max over a changelog: every value each group holds, with its multiplicity (floats
     /// as their total-order bits, see [`float_key`]), so a value can be taken back out.
     bags: Option<Vec<BTreeMap<i64, u32>>>,
+    /// count(DISTINCT x): the values each group has seen (its count is in `ints`).
+    distinct: Option<Distinct>,
+}
+
+/// The values every group of a `count(DISTINCT x)` has seen: each (group slot, value) pair in
+/// one index, so a batch's values are looked up together with their loads overlapping (see
+/// [`KeyIndex::get_batch`]), and per group its values in row format, for the aggregate's state
+/// (checkpoints) and to take a group's pairs out of the index when it goes.
+struct Distinct {
+    /// Row format of the values.
+    converter: RowConverter,
+    /// The group slot (4 bytes, little endian), then the value's row-format bytes.
+    seen: KeyIndex,
+    /// Per slot: its values' row-format bytes one after another, and where each ends.
+    members: Vec<(Vec<u8>, Vec<u32>)>,
+}
+
+impl std::fmt::Debug for Distinct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Distinct({} pairs)", self.seen.len())
+    }
+}
+
+fn pair_key(buf: &mut Vec<u8>, slot: usize, value: &[u8]) {
+    buf.extend_from_slice(&(slot as u32).to_le_bytes());
+    buf.extend_from_slice(value);
+}
+
+impl Distinct {
+    fn new(value_type: &DataType) -> Result<Self> {
+        Ok(Distinct {
+            converter: RowConverter::new(vec![SortField::new(value_type.clone())])?,
+            seen: KeyIndex::default(),
+            members: Vec::new(),
+        })
+    }
+
+    /// Adds each partial row's list of values to its slot's set; returns, per row, how many
+    /// of its values were new to the set.
+    fn merge(&mut self, lists: &ArrayRef, slots: &[usize]) -> Result<Vec<i64>> {
+        let lists = lists
+            .as_list_opt::<i32>()
+            .ok_or_else(|| Error::Config("internal: count(DISTINCT) state is not a list".into()))?;
+        let values = lists.values();
+        let rows = self
+            .converter
+            .convert_columns(std::slice::from_ref(values))?;
+        let offsets = lists.value_offsets();
+        // Every (slot, value) pair of the batch, as index keys, one after another.
+        let (mut keys, mut ends, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, &s) in slots.iter().enumerate() {
+            if lists.is_null(i) {
+                continue;
+            }
+            for v in offsets[i] as usize..offsets[i + 1] as usize {
+                if values.is_null(v) {
+                    continue;
+                }
+                pair_key(&mut keys, s, rows.row(v).data());
+                ends.push(keys.len());
+                owner.push((i, v));
+            }
+        }
+        let key = |k: usize| &keys[if k == 0 { 0 } else { ends[k - 1] }..ends[k]];
+        let held = self.seen.get_batch(ends.len(), |k| Some(key(k)));
+        let mut added = vec![0i64; slots.len()];
+        for (k, held) in held.into_iter().enumerate() {
+            let (i, v) = owner[k];
+            if held.is_some() || self.seen.insert(key(k), 0).is_some() {
+                continue;
+            }
+            let s = slots[i];
+            if self.members.len() <= s {
+                self.members.resize_with(s + 1, Default::default);
+            }
+            let (bytes, ends) = &mut self.members[s];
+            bytes.extend_from_slice(rows.row(v).data());
+            ends.push(bytes.len() as u32);
+            added[i] += 1;
+        }
+        Ok(added)
+    }
+
+    /// Forgets a slot's values.
+    fn reset(&mut self, slot: usize) {
+        let Some((bytes, ends)) = self.members.get_mut(slot) else {
+            return;
+        };
+        let mut key = Vec::new();
+        let mut start = 0;
+        for &end in ends.iter() {
+            key.clear();
+            pair_key(&mut key, slot, &bytes[start..end as usize]);
+            self.seen.remove(&key);
+            start = end as usize;
+        }
+        bytes.clear();
+        ends.clear();
+    }
+
+    fn clear(&mut self) {
+        self.seen.clear();
+        self.members.clear();
+    }
+
+    /// The state of the given slots: a list of each one's values, typed `field`.
+    fn state(&self, slots: &[usize], field: &DataType) -> Result<ArrayRef> {
+        let parser = self.converter.parser();
+        let mut rows = Vec::new();
+        let mut offsets = vec![0i32];
+        for &s in slots {
+            if let Some((bytes, ends)) = self.members.get(s) {
+                let mut start = 0;
+                for &end in ends {
+                    rows.push(parser.parse(&bytes[start..end as usize]));
+                    start = end as usize;
+                }
+            }
+            offsets.push(rows.len() as i32);
+        }
+        let values = self.converter.convert_rows(rows)?.remove(0);
+        let item = match field {
+            DataType::List(f) => f.clone(),
+            _ => Arc::new(arrow::datatypes::Field::new_list_field(
+                values.data_type().clone(),
+                true,
+            )),
+        };
+        let list = arrow::array::ListArray::try_new(
+            item,
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            values,
+            None,
+        )?;
+        let list: ArrayRef = Arc::new(list);
+        Ok(if list.data_type() == field {
+            list
+        } else {
+            cast(&list, field)?
+        })
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.seen.len() * 48
+            + self
+                .members
+                .iter()
+                .map(|(b, e)| b.capacity() + e.capacity() * 4)
+                .sum::<usize>()
+    }
 }
 
 /// An `f64` as an `i64` ordered as `f64::total_cmp` orders floats.
@@ -95,7 +249,10 @@ impl Fast {
     fn of(agg: &AggregateFunctionExpr, state: &[DataType]) -> Option<Fast> {
         use DataType::*;
         if agg.is_distinct() {
-            return None;
+            return match (agg.fun().name(), state) {
+                ("count", [List(_)]) if agg.expressions().len() == 1 => Some(Fast::CountDistinct),
+                _ => None,
+            };
         }
         let int = |t: &DataType| matches!(t, Int64 | Timestamp(TimeUnit::Millisecond, _));
         let ret = agg.field().data_type().clone();
@@ -133,15 +290,21 @@ fn merge_values<T: arrow::datatypes::ArrowPrimitiveType>(
 }
 
 impl Column {
-    fn new(kind: Fast) -> Self {
-        Column {
+    /// A column for aggregates of `kind`, whose partial state has the types `state`.
+    fn new(kind: Fast, state: &[DataType]) -> Result<Self> {
+        let distinct = match (kind, state) {
+            (Fast::CountDistinct, [DataType::List(item)]) => Some(Distinct::new(item.data_type())?),
+            _ => None,
+        };
+        Ok(Column {
             kind,
             ints: Vec::new(),
             floats: Vec::new(),
             counts: Vec::new(),
             valid: Vec::new(),
             bags: None,
-        }
+            distinct,
+        })
     }
 
     fn is_min_max(&self) -> bool {
@@ -221,7 +384,9 @@ impl Column {
             let n = slot + 1;
             self.valid.resize(n, false);
             match self.kind {
-                Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => self.ints.resize(n, 0),
+                Fast::Count | Fast::CountDistinct | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
+                    self.ints.resize(n, 0)
+                }
                 Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats.resize(n, 0.0),
                 Fast::Avg => {
                     self.floats.resize(n, 0.0);
@@ -229,12 +394,17 @@ impl Column {
                 }
             }
         }
-        self.valid[slot] = self.kind == Fast::Count;
+        self.valid[slot] = matches!(self.kind, Fast::Count | Fast::CountDistinct);
         if let Some(bag) = self.bags.as_mut().and_then(|b| b.get_mut(slot)) {
             bag.clear();
         }
+        if let Some(d) = self.distinct.as_mut() {
+            d.reset(slot);
+        }
         match self.kind {
-            Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => self.ints[slot] = 0,
+            Fast::Count | Fast::CountDistinct | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
+                self.ints[slot] = 0
+            }
             Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats[slot] = 0.0,
             Fast::Avg => {
                 self.floats[slot] = 0.0;
@@ -251,6 +421,16 @@ impl Column {
             return self.retract(state, slots);
         }
         match self.kind {
+            Fast::CountDistinct => {
+                let Some(d) = self.distinct.as_mut() else {
+                    return Err(Error::Config(
+                        "internal: count(DISTINCT) without its sets".into(),
+                    ));
+                };
+                for (&s, n) in slots.iter().zip(d.merge(&state[0], slots)?) {
+                    self.ints[s] += n;
+                }
+            }
             Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
                 let a = cast(&state[0], &DataType::Int64)?;
                 let combine: fn(i64, i64) -> i64 = match self.kind {
@@ -337,7 +517,7 @@ impl Column {
             _ if self.bags.is_some() => {}
             _ => {
                 return Err(Error::Config(
-                    "internal: min and max cannot take rows back".into(),
+                    "internal: min, max and count(DISTINCT) cannot take rows back".into(),
                 ))
             }
         }
@@ -347,12 +527,14 @@ impl Column {
     /// Final values of the given slots, typed `out`.
     fn evaluate(&self, slots: &[usize], out: &DataType) -> Result<ArrayRef> {
         let arr: ArrayRef = match self.kind {
-            Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => Arc::new(
-                slots
-                    .iter()
-                    .map(|&s| self.valid[s].then(|| self.ints[s]))
-                    .collect::<Int64Array>(),
-            ),
+            Fast::Count | Fast::CountDistinct | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
+                Arc::new(
+                    slots
+                        .iter()
+                        .map(|&s| self.valid[s].then(|| self.ints[s]))
+                        .collect::<Int64Array>(),
+                )
+            }
             Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => Arc::new(
                 slots
                     .iter()
@@ -390,6 +572,14 @@ impl Column {
                         .collect::<Float64Array>(),
                 ),
             ],
+            Fast::CountDistinct => match &self.distinct {
+                Some(d) => vec![d.state(slots, &fields[0])?],
+                None => {
+                    return Err(Error::Config(
+                        "internal: count(DISTINCT) without its sets".into(),
+                    ))
+                }
+            },
             _ => vec![self.evaluate(slots, &fields[0])?],
         })
     }
@@ -405,6 +595,7 @@ impl Column {
                 .flatten()
                 .map(|b| b.len() * 32)
                 .sum::<usize>()
+            + self.distinct.as_ref().map_or(0, |d| d.size_bytes())
     }
 }
 
@@ -450,8 +641,8 @@ impl GroupState {
         let columns = aggs
             .iter()
             .zip(&state_types)
-            .map(|(a, t)| Fast::of(a, t).map(Column::new))
-            .collect();
+            .map(|(a, t)| Fast::of(a, t).map(|k| Column::new(k, t)).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let converter = RowConverter::new(
             group_schema
                 .fields()
@@ -904,6 +1095,9 @@ impl GroupState {
             if let Some(b) = c.bags.as_mut() {
                 b.clear();
             }
+            if let Some(d) = c.distinct.as_mut() {
+                d.clear();
+            }
         }
         self.index.clear();
         self.slots.clear();
@@ -922,6 +1116,9 @@ impl GroupState {
                 for c in self.columns.iter_mut().flatten() {
                     if let Some(bag) = c.bags.as_mut().and_then(|b| b.get_mut(s)) {
                         *bag = BTreeMap::new();
+                    }
+                    if let Some(d) = c.distinct.as_mut() {
+                        d.reset(s);
                     }
                 }
             }

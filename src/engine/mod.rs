@@ -2102,4 +2102,105 @@ mod tests {
             assert!(t.contains("| b        | 1 | 30.0 | 9   |"), "{t}");
         }
     }
+
+    /// Transactions as JSON lines: (product, customer, transaction_time ms).
+    fn sales(streams: &Streams, rows: &[(&str, &str, i64)]) -> (usize, RecordBatch) {
+        let i = streams.index_of("transactions").unwrap();
+        let mut text = String::new();
+        for (n, (p, c, t)) in rows.iter().enumerate() {
+            text.push_str(&format!(
+                r#"{{"transaction_id":"t{n}","customer_id":"{c}","product_id":"{p}","quantity":1,"price":1.0,"total_amount":1.0,"payment_method":"card","status":"completed","transaction_time":{t}}}"#
+            ));
+            text.push('\n');
+        }
+        let raw = RawBatch::from_lines(
+            i,
+            text.into_bytes(),
+            Origin::Lines {
+                file: "t".into(),
+                first_line: 1,
+            },
+        );
+        let d = StreamDecoder::new(streams.streams[i].clone())
+            .unwrap()
+            .decode(&raw)
+            .unwrap();
+        assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+        (i, d.batch)
+    }
+
+    /// count(DISTINCT) keeps each group's values across batches and through a checkpoint, and
+    /// a closed window's values leave with it (its slot is reused by a later window).
+    #[tokio::test]
+    async fn count_distinct_remembers_values_across_batches_checkpoints_and_windows() {
+        let s = streams();
+        let by_product = view(
+            "buyers",
+            "SELECT product_id, count(DISTINCT customer_id) AS buyers, count(*) AS n \
+             FROM transactions GROUP BY product_id",
+        );
+        let by_minute = view(
+            "per_minute",
+            "SELECT date_bin(INTERVAL '1 minute', transaction_time) AS w, \
+             count(DISTINCT customer_id) AS buyers FROM transactions GROUP BY 1",
+        );
+        let defs = [by_product, by_minute];
+        let text = |e: &mut Engine, v: &str| {
+            let rows = e.snapshot(v).unwrap().unwrap();
+            arrow::util::pretty::pretty_format_batches(&[rows])
+                .unwrap()
+                .to_string()
+        };
+        let t0 = 1_700_000_000_000i64 / 60_000 * 60_000;
+        let mut engine = Engine::new(s.clone(), &defs).await.unwrap();
+        let (i, b) = sales(
+            &s,
+            &[
+                ("P1", "c1", t0),
+                ("P1", "c2", t0),
+                ("P1", "c1", t0),
+                ("P2", "c3", t0),
+            ],
+        );
+        engine.process(i, b).await.unwrap();
+        let (i, b) = sales(&s, &[("P1", "c2", t0 + 1), ("P1", "c4", t0 + 1)]);
+        engine.process(i, b).await.unwrap();
+        let t = text(&mut engine, "buyers");
+        assert!(t.contains("| P1         | 3      | 5 |"), "{t}");
+        assert!(t.contains("| P2         | 1      | 1 |"), "{t}");
+
+        let saved = engine.save_state().unwrap();
+        let mut restored = Engine::new(s.clone(), &defs).await.unwrap();
+        restored.restore_state(&saved).unwrap();
+        for e in [&mut engine, &mut restored] {
+            let (i, b) = sales(
+                &s,
+                &[
+                    ("P1", "c4", t0 + 2),
+                    ("P1", "c5", t0 + 2),
+                    ("P2", "c3", t0 + 2),
+                ],
+            );
+            e.process(i, b).await.unwrap();
+            let t = text(e, "buyers");
+            assert!(t.contains("| P1         | 4      | 7 |"), "{t}");
+            assert!(t.contains("| P2         | 1      | 2 |"), "{t}");
+        }
+
+        // Minute 0 closes once minute 2 is seen (5 s watermark delay) and gives up its slot;
+        // minute 3 takes that slot and must start with no values: c1 counts there once.
+        let mut emitted = Vec::new();
+        for (m, who) in [(1, "c9"), (2, "c9"), (3, "c1"), (5, "c7")] {
+            let (i, b) = sales(&s, &[("P9", who, t0 + m * 60_000)]);
+            let out = engine.process(i, b).await.unwrap();
+            for o in out.outputs.iter().filter(|o| o.view.name == "per_minute") {
+                emitted.extend(o.changes.upserts.clone());
+            }
+        }
+        let t = arrow::util::pretty::pretty_format_batches(&emitted)
+            .unwrap()
+            .to_string();
+        assert!(t.contains("| 2023-11-14T22:16:00 | 1      |"), "{t}");
+        assert!(!t.contains("| 2023-11-14T22:16:00 | 0      |"), "{t}");
+    }
 }
