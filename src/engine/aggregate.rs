@@ -95,8 +95,8 @@ struct Distinct {
     converter: RowConverter,
     /// The group slot (4 bytes, little endian), then the value's row-format bytes.
     seen: KeyIndex,
-    /// Per slot: its values' row-format bytes one after another, and where each ends.
-    members: Vec<(Vec<u8>, Vec<u32>)>,
+    /// Per slot: its values, in row format.
+    members: Vec<Rows>,
 }
 
 impl std::fmt::Debug for Distinct {
@@ -155,11 +155,10 @@ impl Distinct {
             }
             let s = slots[i];
             if self.members.len() <= s {
-                self.members.resize_with(s + 1, Default::default);
+                let conv = &self.converter;
+                self.members.resize_with(s + 1, || conv.empty_rows(0, 0));
             }
-            let (bytes, ends) = &mut self.members[s];
-            bytes.extend_from_slice(rows.row(v).data());
-            ends.push(bytes.len() as u32);
+            self.members[s].push(rows.row(v));
             added[i] += 1;
         }
         Ok(added)
@@ -167,19 +166,16 @@ impl Distinct {
 
     /// Forgets a slot's values.
     fn reset(&mut self, slot: usize) {
-        let Some((bytes, ends)) = self.members.get_mut(slot) else {
+        let Some(values) = self.members.get_mut(slot) else {
             return;
         };
         let mut key = Vec::new();
-        let mut start = 0;
-        for &end in ends.iter() {
+        for v in values.iter() {
             key.clear();
-            pair_key(&mut key, slot, &bytes[start..end as usize]);
+            pair_key(&mut key, slot, v.data());
             self.seen.remove(&key);
-            start = end as usize;
         }
-        bytes.clear();
-        ends.clear();
+        values.clear();
     }
 
     fn clear(&mut self) {
@@ -189,20 +185,12 @@ impl Distinct {
 
     /// The state of the given slots: a list of each one's values, typed `field`.
     fn state(&self, slots: &[usize], field: &DataType) -> Result<ArrayRef> {
-        let parser = self.converter.parser();
-        let mut rows = Vec::new();
-        let mut offsets = vec![0i32];
-        for &s in slots {
-            if let Some((bytes, ends)) = self.members.get(s) {
-                let mut start = 0;
-                for &end in ends {
-                    rows.push(parser.parse(&bytes[start..end as usize]));
-                    start = end as usize;
-                }
-            }
-            offsets.push(rows.len() as i32);
-        }
-        let values = self.converter.convert_rows(rows)?.remove(0);
+        let held: Vec<Option<&Rows>> = slots.iter().map(|&s| self.members.get(s)).collect();
+        let lengths = held.iter().map(|r| r.map_or(0, |r| r.num_rows()));
+        let values = self
+            .converter
+            .convert_rows(held.iter().flatten().flat_map(|r| r.iter()))?
+            .remove(0);
         let item = match field {
             DataType::List(f) => f.clone(),
             _ => Arc::new(arrow::datatypes::Field::new_list_field(
@@ -212,7 +200,7 @@ impl Distinct {
         };
         let list = arrow::array::ListArray::try_new(
             item,
-            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            arrow::buffer::OffsetBuffer::from_lengths(lengths),
             values,
             None,
         )?;
@@ -225,12 +213,7 @@ impl Distinct {
     }
 
     fn size_bytes(&self) -> usize {
-        self.seen.len() * 48
-            + self
-                .members
-                .iter()
-                .map(|(b, e)| b.capacity() + e.capacity() * 4)
-                .sum::<usize>()
+        self.seen.len() * 48 + self.members.iter().map(|r| r.size()).sum::<usize>()
     }
 }
 

@@ -1775,11 +1775,16 @@ mod tests {
             ));
             text.push('\n');
         }
+        (i, decoded(streams, i, text))
+    }
+
+    /// JSON lines of stream `i`, decoded; every line must be valid.
+    fn decoded(streams: &Streams, i: usize, text: String) -> RecordBatch {
         let raw = RawBatch::from_lines(
             i,
             text.into_bytes(),
             Origin::Lines {
-                file: "p".into(),
+                file: "test".into(),
                 first_line: 1,
             },
         );
@@ -1787,8 +1792,8 @@ mod tests {
             .unwrap()
             .decode(&raw)
             .unwrap();
-        assert!(d.rejected.is_empty());
-        (i, d.batch)
+        assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+        d.batch
     }
 
     /// Units of stock per product: the aggregate view the recompute tests join with.
@@ -2113,20 +2118,7 @@ mod tests {
             ));
             text.push('\n');
         }
-        let raw = RawBatch::from_lines(
-            i,
-            text.into_bytes(),
-            Origin::Lines {
-                file: "t".into(),
-                first_line: 1,
-            },
-        );
-        let d = StreamDecoder::new(streams.streams[i].clone())
-            .unwrap()
-            .decode(&raw)
-            .unwrap();
-        assert!(d.rejected.is_empty(), "{:?}", d.rejected);
-        (i, d.batch)
+        (i, decoded(streams, i, text))
     }
 
     /// count(DISTINCT) keeps each group's values across batches and through a checkpoint, and

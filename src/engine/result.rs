@@ -5,7 +5,7 @@
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, RowParser, Rows, SortField};
 
 use crate::engine::key_index::{prefetch, KeyIndex, AHEAD};
 use crate::error::Result;
@@ -75,10 +75,10 @@ pub struct ViewResult {
     /// Whether to keep the values that upserts replace (a view over this one's changelog
     /// takes them back out of its groups).
     track_replaced: bool,
-    /// Those values, in row format, one after another; `replaced_ends[i]` is where the i-th
-    /// ends (one buffer, so keeping a value costs no allocation).
-    replaced: Vec<u8>,
-    replaced_ends: Vec<usize>,
+    /// Those values (one buffer, so keeping a value costs no allocation).
+    replaced: Rows,
+    /// Reads the stored rows back as rows of `row_conv`, to keep them in `replaced`.
+    parser: RowParser,
 }
 
 /// One slot: a key's row and what a change of it checks and sets, side by side, so that a
@@ -120,6 +120,7 @@ impl ViewResult {
             RowConverter::new(fields(&mut key_cols.iter().copied()))?
         };
         let row_conv = RowConverter::new(fields(&mut (0..schema.fields().len())))?;
+        let (replaced, parser) = (row_conv.empty_rows(0, 0), row_conv.parser());
         Ok(ViewResult {
             schema,
             key_cols,
@@ -131,8 +132,8 @@ impl ViewResult {
             free: Vec::new(),
             snap: Snapshot::default(),
             track_replaced: false,
-            replaced: Vec::new(),
-            replaced_ends: Vec::new(),
+            replaced,
+            parser,
         })
     }
 
@@ -209,20 +210,12 @@ impl ViewResult {
     /// The old values of the rows updated since the last call (each row's value before its
     /// first update since then). With [`Changes::deletes`] these are what left the view.
     pub fn take_replaced(&mut self) -> Result<Option<RecordBatch>> {
-        if self.replaced_ends.is_empty() {
+        if self.replaced.num_rows() == 0 {
             return Ok(None);
         }
-        let data = std::mem::take(&mut self.replaced);
-        let ends = std::mem::take(&mut self.replaced_ends);
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        let rows = starts.zip(ends.iter().copied()).map(|(a, b)| &data[a..b]);
-        let batch = self.decode(rows)?;
-        // Keep the buffers' capacity for the next round.
-        self.replaced = data;
+        let cols = self.row_conv.convert_rows(self.replaced.iter())?;
         self.replaced.clear();
-        self.replaced_ends = ends;
-        self.replaced_ends.clear();
-        Ok(Some(batch))
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), cols)?))
     }
 
     /// Stores `new` as the row of `slot`; false if it already held exactly that row. `first`:
@@ -231,8 +224,7 @@ impl ViewResult {
         if first && self.track_replaced {
             if let Some(old) = &self.slots[slot].row {
                 if **old != *new {
-                    self.replaced.extend_from_slice(old);
-                    self.replaced_ends.push(self.replaced.len());
+                    self.replaced.push(self.parser.parse(old));
                 }
             }
         }
