@@ -81,11 +81,13 @@ pub struct ViewResult {
     parser: RowParser,
 }
 
-/// One slot: a key's row and what a change of it checks and sets, side by side, so that a
-/// changed row costs one cache line here plus its row's bytes (not one line per field).
+/// One slot: a key's row and what a change of it checks and sets, side by side in two cache
+/// lines, so that a changed row costs one load of adjacent lines (not one line per field, and
+/// no pointer to follow to its row's bytes while the row is short).
+#[repr(align(64))]
 struct RowSlot {
-    /// The row, in row format; `None` while the slot is free.
-    row: Option<Box<[u8]>>,
+    /// The row, in row format; empty while the slot is free.
+    row: RowBytes,
     /// Changes when the slot's key leaves (see [`SlotHint`]).
     epoch: u64,
     /// The last call (generation) that set this slot.
@@ -95,6 +97,62 @@ struct RowSlot {
     /// In the upsert call that last changed this slot: where the slot's entry is in that
     /// call's list of changed rows.
     changed_at: u32,
+}
+
+/// Rows up to this many bytes are held inside their slot (which is then 128 bytes).
+const INLINE_ROW: usize = 94;
+const _: () = assert!(std::mem::size_of::<RowSlot>() == 128);
+
+/// A slot's row: none, short ones inline, longer ones on the heap.
+enum RowBytes {
+    None,
+    Inline { len: u8, bytes: [u8; INLINE_ROW] },
+    Heap(Box<[u8]>),
+}
+
+impl RowBytes {
+    fn as_deref(&self) -> Option<&[u8]> {
+        match self {
+            RowBytes::None => None,
+            RowBytes::Inline { len, bytes } => Some(&bytes[..*len as usize]),
+            RowBytes::Heap(b) => Some(b),
+        }
+    }
+
+    fn is_some(&self) -> bool {
+        !matches!(self, RowBytes::None)
+    }
+
+    /// The bytes on the heap, if that is where they are (to load them ahead).
+    fn heap(&self) -> Option<&[u8]> {
+        match self {
+            RowBytes::Heap(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self) -> Option<Box<[u8]>> {
+        match std::mem::replace(self, RowBytes::None) {
+            RowBytes::None => None,
+            RowBytes::Inline { len, bytes } => Some(bytes[..len as usize].into()),
+            RowBytes::Heap(b) => Some(b),
+        }
+    }
+
+    fn set(&mut self, new: &[u8]) {
+        match self {
+            RowBytes::Heap(old) if old.len() == new.len() => old.copy_from_slice(new),
+            _ if new.len() <= INLINE_ROW => {
+                let mut bytes = [0u8; INLINE_ROW];
+                bytes[..new.len()].copy_from_slice(new);
+                *self = RowBytes::Inline {
+                    len: new.len() as u8,
+                    bytes,
+                };
+            }
+            _ => *self = RowBytes::Heap(new.into()),
+        }
+    }
 }
 
 /// The last snapshot built, and which slots changed since.
@@ -172,7 +230,7 @@ impl ViewResult {
             Some(s) => s,
             None => {
                 self.slots.push(RowSlot {
-                    row: None,
+                    row: RowBytes::None,
                     epoch: next_epoch(),
                     seen: 0,
                     dirty: false,
@@ -222,17 +280,17 @@ impl ViewResult {
     /// the first change of the slot in this call (its old value is what left the view).
     fn set_row(&mut self, slot: usize, new: &[u8], first: bool) -> bool {
         if first && self.track_replaced {
-            if let Some(old) = &self.slots[slot].row {
-                if **old != *new {
+            if let Some(old) = self.slots[slot].row.as_deref() {
+                if old != new {
                     self.replaced.push(self.parser.parse(old));
                 }
             }
         }
-        match &mut self.slots[slot].row {
-            Some(old) if **old == *new => return false,
-            Some(old) if old.len() == new.len() => old.copy_from_slice(new),
-            row => *row = Some(new.into()),
+        let row = &mut self.slots[slot].row;
+        if row.as_deref() == Some(new) {
+            return false;
         }
+        row.set(new);
         self.touch(slot);
         true
     }
@@ -275,15 +333,13 @@ impl ViewResult {
             // The slots of rows a little ahead, then their rows' bytes: their loads overlap.
             if let Some(h) = hints.get(i + 2 * AHEAD) {
                 if let Some(x) = self.slots.get(h.slot as usize) {
-                    prefetch(x);
+                    let p: *const RowSlot = x;
+                    prefetch(p);
+                    prefetch(p.cast::<u8>().wrapping_add(64));
                 }
             }
             if let Some(h) = hints.get(i + AHEAD) {
-                if let Some(r) = self
-                    .slots
-                    .get(h.slot as usize)
-                    .and_then(|x| x.row.as_deref())
-                {
+                if let Some(r) = self.slots.get(h.slot as usize).and_then(|x| x.row.heap()) {
                     prefetch(r.as_ptr());
                 }
             }
@@ -574,6 +630,64 @@ mod tests {
             .collect();
         assert_eq!(map.len(), b.num_rows(), "a key appears twice");
         map
+    }
+
+    /// A row moves between its slot (short) and the heap (long) as its value changes length,
+    /// and every path that reads it back (changes, replaced values, snapshot, delete) sees
+    /// the value it holds at that moment.
+    #[test]
+    fn rows_move_between_slot_and_heap() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let row = |k: &str, v: &str| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(vec![k])),
+                    Arc::new(StringArray::from(vec![v])),
+                ],
+            )
+            .unwrap()
+        };
+        let value = |b: &RecordBatch| {
+            let s = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            (0..b.num_rows())
+                .map(|i| s.value(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let long = "x".repeat(INLINE_ROW * 2);
+        let long2 = "y".repeat(INLINE_ROW * 2);
+        let mut r = ViewResult::new(schema.clone(), vec![0]).unwrap();
+        r.track_replaced();
+        let mut last = String::new();
+        for v in [
+            "a",
+            long.as_str(),
+            long.as_str(),
+            "bc",
+            long2.as_str(),
+            long.as_str(),
+            "d",
+        ] {
+            let changed = r.upsert(&row("key", v)).unwrap();
+            // A value equal to the held one is no change, inline or not.
+            assert_eq!(changed.is_some(), v != last, "{v:.3}");
+            if let Some(c) = changed {
+                assert_eq!(value(&c), [v]);
+                let replaced = r.take_replaced().unwrap();
+                let expected: Vec<String> = if last.is_empty() { vec![] } else { vec![last] };
+                assert_eq!(replaced.map(|b| value(&b)).unwrap_or_default(), expected);
+            }
+            assert_eq!(value(&r.snapshot().unwrap()), [v]);
+            last = v.to_string();
+        }
+        r.upsert(&row("key", &long)).unwrap();
+        let gone = r.delete(&row("key", "")).unwrap().unwrap();
+        assert_eq!(value(&gone), [long]);
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.snapshot().unwrap().num_rows(), 0);
     }
 
     /// The patched snapshot always holds exactly the live rows, through updates, deletes,
