@@ -28,7 +28,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::engine::key_index::{KeyIndex, AHEAD};
+use crate::engine::key_index::KeyIndex;
 use crate::engine::result::SlotHint;
 use crate::error::{Error, Result};
 
@@ -731,15 +731,13 @@ impl GroupState {
             ));
         }
         let mut row_slots = Vec::with_capacity(n);
-        // Each group's bucket in the index is loaded a few rows ahead of its lookup.
+        // The groups already held, looked up together (their loads overlap); a group new in
+        // this batch is looked up again when its turn comes, in case an earlier row made it.
         let key_at = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
-        let hashes: Vec<u64> = (0..n).map(|i| self.index.hash(key_at(i))).collect();
-        for i in 0..n {
-            if let Some(&h) = hashes.get(i + AHEAD) {
-                self.index.prefetch(h);
-            }
+        let held = self.index.get_batch(n, |i| Some(key_at(i)));
+        for (i, held) in held.into_iter().enumerate() {
             let key = key_at(i);
-            let slot = match self.index.get_hashed(key, hashes[i]) {
+            let slot = match held.or_else(|| self.index.get(key)) {
                 Some(s) => s,
                 None => {
                     let accs = self

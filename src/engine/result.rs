@@ -77,7 +77,8 @@ pub struct ViewResult {
     track_replaced: bool,
     /// Those values (one buffer, so keeping a value costs no allocation).
     replaced: Rows,
-    /// Reads the stored rows back as rows of `row_conv`, to keep them in `replaced`.
+    /// Reads the stored rows back as rows of `row_conv` (to decode them, or keep them in
+    /// `replaced`).
     parser: RowParser,
 }
 
@@ -490,8 +491,9 @@ impl ViewResult {
 
     /// Row-format bytes back to a batch of the view's schema.
     fn decode<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch> {
-        let parser = self.row_conv.parser();
-        let cols = self.row_conv.convert_rows(rows.map(|r| parser.parse(r)))?;
+        let cols = self
+            .row_conv
+            .convert_rows(rows.map(|r| self.parser.parse(r)))?;
         Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
     }
 
