@@ -1173,11 +1173,11 @@ impl Engine {
                 if wide_plan.output_partitioning().partition_count() == 1
                     && wide_plan.output_ordering().is_some()
                 {
-                    physical = wide_plan;
+                    let narrow = std::mem::replace(&mut physical, wide_plan);
                     aligned = Some(Aligned {
                         keys: rank_inputs,
                         built: false,
-                        rank: Some(Rank::new(shown, *k)),
+                        rank: Some(Rank::new(shown, *k, narrow)),
                     });
                 }
             }
