@@ -215,8 +215,6 @@ pub(crate) struct Rank {
     /// every round the next run goes over every key again anyway. Its n rows are still the
     /// first n of every key, so they are a valid (short) ranking.
     narrow: Arc<dyn ExecutionPlan>,
-    /// Set for the next run over every key: use [`Rank::narrow`].
-    narrow_next: bool,
     /// Runs of [`Rank::narrow`].
     narrow_runs: u64,
 }
@@ -231,7 +229,6 @@ impl Rank {
             runs: 0,
             full_runs: 0,
             narrow,
-            narrow_next: false,
             narrow_runs: 0,
         }
     }
@@ -665,9 +662,9 @@ impl Engine {
         Ok(out)
     }
 
-    /// For a view showing the first rows of an order: how many times its plan ran, and how
-    /// many of those runs read every key.
-    pub fn rank_runs(&self, view: &str) -> Option<(u64, u64)> {
+    /// For a view showing the first rows of an order: how many times its plan ran, how many
+    /// of those runs read every key, and how many of these kept only the rows shown.
+    pub fn rank_runs(&self, view: &str) -> Option<(u64, u64, u64)> {
         self.views
             .iter()
             .find(|v| v.info.name == view)
@@ -675,7 +672,7 @@ impl Engine {
                 ViewKind::Recompute {
                     aligned: Some(Aligned { rank: Some(r), .. }),
                     ..
-                } => Some((r.runs, r.full_runs)),
+                } => Some((r.runs, r.full_runs, r.narrow_runs)),
                 _ => None,
             })
     }
@@ -1467,6 +1464,12 @@ impl Engine {
 
     /// Computes a view over tables and views from what they hold now.
     async fn recompute(&mut self, i: usize) -> Result<(Changes, bool)> {
+        self.recompute_keeping(i, false).await
+    }
+
+    /// [`Engine::recompute`]; a ranked view with `narrow` runs [`Rank::narrow`], keeping only
+    /// the rows it shows.
+    async fn recompute_keeping(&mut self, i: usize, narrow: bool) -> Result<(Changes, bool)> {
         if let Some(input) = self.views[i].changelog_input() {
             return self.rebuild_changes(i, input).await;
         }
@@ -1476,14 +1479,11 @@ impl Engine {
         let inputs: Vec<Input> = aligned.iter().flat_map(|a| &a.keys).map(|k| k.0).collect();
         // How many rows the plan keeps (a ranked view's), and the plan to run.
         let (plan, width) = match aligned.as_mut().and_then(|a| a.rank.as_mut()) {
-            Some(rank) => {
-                if std::mem::take(&mut rank.narrow_next) {
-                    rank.narrow_runs += 1;
-                    (rank.narrow.clone(), rank.shown)
-                } else {
-                    (plan.clone(), plan::ranking_width(rank.shown))
-                }
+            Some(rank) if narrow => {
+                rank.narrow_runs += 1;
+                (rank.narrow.clone(), rank.shown)
             }
+            Some(rank) => (plan.clone(), plan::ranking_width(rank.shown)),
             None => (plan.clone(), 0),
         };
         // A view read key by key is not kept as a live table between rounds: show its rows.
@@ -1582,16 +1582,7 @@ impl Engine {
         // its order is checked afterwards): it goes key by key only when they are few.
         let share = if ranking.is_some() { 4 } else { 2 };
         if read.len() * share > held_rows {
-            if let ViewKind::Recompute {
-                aligned: Some(Aligned {
-                    rank: Some(rank), ..
-                }),
-                ..
-            } = &mut self.views[i].kind
-            {
-                rank.narrow_next = true;
-            }
-            return self.recompute(i).await;
+            return self.recompute_keeping(i, true).await;
         }
         // Each input shows only its rows with those keys while the plan runs.
         let mut held = Vec::new();
@@ -2023,18 +2014,7 @@ mod tests {
         // Most rounds went key by key: the ranking held. The rounds that changed most keys
         // ran the narrow plan (and, at most, the round after each ran the wide one in full).
         for v in ["top", "bottom", "joined"] {
-            let (rounds, full) = engine.rank_runs(v).unwrap();
-            let narrow = engine
-                .views
-                .iter()
-                .find_map(|x| match &x.kind {
-                    ViewKind::Recompute {
-                        aligned: Some(Aligned { rank: Some(r), .. }),
-                        ..
-                    } if x.info.name == v => Some(r.narrow_runs),
-                    _ => None,
-                })
-                .unwrap();
+            let (rounds, full, narrow) = engine.rank_runs(v).unwrap();
             assert_eq!(narrow, 4, "{v}");
             assert!(
                 rounds >= 40 && (full - narrow) * 4 < rounds,
