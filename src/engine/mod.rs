@@ -34,7 +34,7 @@ use arrow::array::{
 };
 use arrow::compute::kernels::cmp::gt_eq;
 use arrow::compute::{and, cast, concat_batches, filter_record_batch, not};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -1561,14 +1561,6 @@ impl Engine {
         if changed.is_empty() {
             return Ok((Changes::none(), false));
         }
-        let refs: Vec<&dyn Array> = changed.iter().map(|a| a.as_ref()).collect();
-        let changed = distinct_keys(&arrow::compute::concat(&refs)?)?;
-        // A ranked view reads the keys changed and the keys ranked first last time.
-        let read = match &ranking {
-            Some(r) => distinct_keys(&arrow::compute::concat(&[changed.as_ref(), r.as_ref()])?)?,
-            None => changed.clone(),
-        };
-        // When most keys changed, one run over everything is cheaper than gathering them.
         let held_rows = keys
             .iter()
             .map(|(input, _)| match *input {
@@ -1581,9 +1573,19 @@ impl Engine {
         // A ranked view's run over the keys costs more per key (its ranking comes along, and
         // its order is checked afterwards): it goes key by key only when they are few.
         let share = if ranking.is_some() { 4 } else { 2 };
-        if read.len() * share > held_rows {
-            return self.recompute_keeping(i, true).await;
+        // A ranked view reads the keys changed and the keys ranked first last time. When there
+        // are more than that share of the rows, one run over everything is cheaper than
+        // gathering them: counting stops there.
+        let mut parts: Vec<&dyn Array> = changed.iter().map(|a| a.as_ref()).collect();
+        if let Some(r) = &ranking {
+            parts.push(r.as_ref());
         }
+        let Some((read, changed_len)) = distinct_keys(&parts, changed.len(), held_rows / share)?
+        else {
+            return self.recompute_keeping(i, true).await;
+        };
+        // The changed keys come first in `read`.
+        let changed = read.slice(0, changed_len);
         // Each input shows only its rows with those keys while the plan runs.
         let mut held = Vec::new();
         for (input, _) in &keys {
@@ -1642,16 +1644,55 @@ impl Engine {
     }
 }
 
-/// Each key once (nulls dropped: a null key matches no row).
-fn distinct_keys(keys: &ArrayRef) -> Result<ArrayRef> {
-    let conv = RowConverter::new(vec![SortField::new(keys.data_type().clone())])?;
-    let rows = conv.convert_columns(std::slice::from_ref(keys))?;
-    let mut seen = HashSet::with_capacity(keys.len());
-    let first: UInt32Array = (0..keys.len())
-        .filter(|&i| keys.is_valid(i) && seen.insert(rows.row(i)))
-        .map(|i| i as u32)
-        .collect();
-    Ok(arrow::compute::take(keys, &first, None)?)
+/// Each key of `parts` (arrays of one type) once, in first-seen order, nulls dropped (a null
+/// key matches no row), and how many of them come from the first `leading` parts; `None` as
+/// soon as there are more than `limit`, so that counting many keys stops early.
+fn distinct_keys(
+    parts: &[&dyn Array],
+    leading: usize,
+    limit: usize,
+) -> Result<Option<(ArrayRef, usize)>> {
+    let Some(first) = parts.first() else {
+        return Err(Error::Config("internal: no keys to count".into()));
+    };
+    // String keys (the usual ids) are compared as they are; others in row format.
+    let strings = first.data_type() == &DataType::Utf8;
+    let rows = if strings {
+        Vec::new()
+    } else {
+        let conv = RowConverter::new(vec![SortField::new(first.data_type().clone())])?;
+        parts
+            .iter()
+            .map(|p| conv.convert_columns(&[arrow::array::make_array(p.to_data())]))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    let mut seen: HashSet<&[u8], ahash::RandomState> = HashSet::default();
+    let mut picked: Vec<ArrayRef> = Vec::with_capacity(parts.len());
+    let mut from_leading = 0;
+    for (p, keys) in parts.iter().enumerate() {
+        let mut at: Vec<u32> = Vec::new();
+        for i in 0..keys.len() {
+            if keys.is_null(i) {
+                continue;
+            }
+            let key: &[u8] = match rows.get(p) {
+                Some(r) => r.row(i).data(),
+                None => keys.as_string::<i32>().value(i).as_bytes(),
+            };
+            if seen.insert(key) {
+                if seen.len() > limit {
+                    return Ok(None);
+                }
+                at.push(i as u32);
+            }
+        }
+        if p < leading {
+            from_leading += at.len();
+        }
+        picked.push(arrow::compute::take(*keys, &UInt32Array::from(at), None)?);
+    }
+    let refs: Vec<&dyn Array> = picked.iter().map(|a| a.as_ref()).collect();
+    Ok(Some((arrow::compute::concat(&refs)?, from_leading)))
 }
 
 /// Drops repeated group slots, keeping first-touched order.
@@ -1780,6 +1821,36 @@ mod tests {
     use super::*;
     use crate::decode::{Origin, RawBatch, StreamDecoder};
     use std::path::Path;
+
+    #[test]
+    fn distinct_keys_keep_first_seen_order_and_stop_past_the_limit() {
+        use arrow::array::{Int64Array, StringArray};
+        let a = StringArray::from(vec![Some("p1"), None, Some("p2"), Some("p1")]);
+        let b = StringArray::from(vec![Some("p3"), Some("p2")]);
+        let c = StringArray::from(vec![Some("p4"), Some("p1")]);
+        let parts: Vec<&dyn Array> = vec![&a, &b, &c];
+        let Some((keys, leading)) = distinct_keys(&parts, 2, 4).unwrap() else {
+            panic!("four keys are within a limit of four");
+        };
+        let keys = keys.as_string::<i32>();
+        assert_eq!(
+            keys.iter().flatten().collect::<Vec<_>>(),
+            ["p1", "p2", "p3", "p4"]
+        );
+        assert_eq!(leading, 3, "p1, p2 and p3 come from the first two parts");
+        assert!(distinct_keys(&parts, 2, 3).unwrap().is_none());
+        // Other key types go through the row format, with the same answers.
+        let x = Int64Array::from(vec![Some(7), Some(7), None, Some(9)]);
+        let y = Int64Array::from(vec![Some(9), Some(8)]);
+        let parts: Vec<&dyn Array> = vec![&x, &y];
+        let Some((keys, leading)) = distinct_keys(&parts, 1, 10).unwrap() else {
+            panic!("three keys are within a limit of ten");
+        };
+        let keys = keys.as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(keys.values().to_vec(), vec![7, 9, 8]);
+        assert_eq!(leading, 2);
+        assert!(distinct_keys(&parts, 1, 2).unwrap().is_none());
+    }
 
     fn streams() -> Streams {
         Streams::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
