@@ -1670,14 +1670,21 @@ fn distinct_keys(
     let mut picked: Vec<ArrayRef> = Vec::with_capacity(parts.len());
     let mut from_leading = 0;
     for (p, keys) in parts.iter().enumerate() {
+        let text = if strings {
+            Some(keys.as_string_opt::<i32>().ok_or_else(|| {
+                Error::Config("internal: keys to count are of different types".into())
+            })?)
+        } else {
+            None
+        };
         let mut at: Vec<u32> = Vec::new();
         for i in 0..keys.len() {
             if keys.is_null(i) {
                 continue;
             }
-            let key: &[u8] = match rows.get(p) {
-                Some(r) => r.row(i).data(),
-                None => keys.as_string::<i32>().value(i).as_bytes(),
+            let key: &[u8] = match text {
+                Some(t) => t.value(i).as_bytes(),
+                None => rows[p].row(i).data(),
             };
             if seen.insert(key) {
                 if seen.len() > limit {
