@@ -584,6 +584,11 @@ impl Engine {
                 Arc::make_mut(&mut self.views[i].info).reads_streams = reads;
             }
         }
+        for (t, table) in self.keyed.iter().enumerate() {
+            if let Some(table) = table {
+                keyed::write(table).set_scanned(self.scanned_tables.contains(&t))?;
+            }
+        }
         for (i, v) in self.views.iter_mut().enumerate() {
             let was = v.read_by_views;
             v.read_by_views = scanned.contains(&Input::View(i));
@@ -974,9 +979,6 @@ impl Engine {
             let t = Instant::now();
             let mut table = keyed::write(table);
             let delta = table.upsert(&batch)?;
-            if self.scanned_tables.contains(&stream) {
-                table.compact_all()?;
-            }
             self.stats[stream].table_busy += t.elapsed();
             drop(table);
             if let Some(d) = delta {
