@@ -532,7 +532,7 @@ mod tests {
                 table.num_chunks()
             );
             assert!(table.alive.len() - table.len() <= table.len());
-            if scanned && table.len() > 0 {
+            if scanned && !table.is_empty() {
                 assert_eq!(table.num_chunks(), 1, "round {round}");
                 assert_eq!(table.alive.len(), table.len(), "round {round}");
             }
