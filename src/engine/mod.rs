@@ -82,6 +82,19 @@ pub struct ViewInfo {
     /// while running, it sees that stream's events from then on. Otherwise it is computed
     /// from the current rows of the tables and views it reads.
     pub reads_streams: bool,
+    /// The view's ORDER BY, as output columns (a ranked view's `ORDER BY … LIMIT n`), for the
+    /// console to show its rows in that order; empty when the view has none, or when an
+    /// ordering expression is not one of its output columns.
+    pub order: Vec<OrderCol>,
+}
+
+/// One column of a view's ORDER BY (see [`ViewInfo::order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCol {
+    /// Index of the output column.
+    pub col: usize,
+    pub descending: bool,
+    pub nulls_first: bool,
 }
 
 impl ViewInfo {
@@ -107,6 +120,7 @@ impl ViewInfo {
             path: def.path.clone(),
             sql: def.sql.clone(),
             reads_streams: false,
+            order: Vec::new(),
         }
     }
     /// Names of the key columns.
@@ -1902,6 +1916,51 @@ mod tests {
 
     /// Units of stock per product: the aggregate view the recompute tests join with.
     const STOCK: &str = "SELECT product_id, count(*) AS n, sum(stock_quantity) AS stock FROM products GROUP BY product_id";
+
+    /// A ranked view knows its ORDER BY as output columns (the console shows rows in it);
+    /// an order on an expression the view does not output, or no order, gives none.
+    #[tokio::test]
+    async fn ranked_views_know_their_order_as_output_columns() {
+        let (shipped, errs) =
+            view_file::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
+        assert!(errs.is_empty());
+        let defs: Vec<ViewDef> = shipped
+            .into_iter()
+            .chain([
+                view("hidden_order", "SELECT product_id FROM products ORDER BY price DESC LIMIT 3"),
+                view("by_name", "SELECT name, product_id, price FROM products ORDER BY name, price DESC NULLS LAST LIMIT 5"),
+            ])
+            .collect();
+        let engine = Engine::new(streams(), &defs).await.unwrap();
+        let order = |v: &str| -> Vec<(String, bool, bool)> {
+            let info = engine.views().find(|i| i.name == v).unwrap();
+            info.order
+                .iter()
+                .map(|o| {
+                    (
+                        info.schema.field(o.col).name().clone(),
+                        o.descending,
+                        o.nulls_first,
+                    )
+                })
+                .collect()
+        };
+        let col = |n: &str, desc: bool, nulls_first: bool| (n.to_string(), desc, nulls_first);
+        assert_eq!(
+            order("top_sellers"),
+            [col("units", true, true), col("product_id", false, false)]
+        );
+        assert_eq!(
+            order("slow_movers"),
+            [col("units", false, false), col("product_id", false, false)]
+        );
+        assert_eq!(
+            order("by_name"),
+            [col("name", false, false), col("price", true, false)]
+        );
+        assert!(order("hidden_order").is_empty());
+        assert!(order("low_stock").is_empty());
+    }
 
     /// Views whose rows each share their key with the rows they are made of are recomputed
     /// key by key; a round recomputes (and reports) only the keys it changed.

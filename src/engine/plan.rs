@@ -35,7 +35,8 @@ use super::join::{Bound, IntervalJoin, Side};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
 use super::{
-    AggregateView, Aligned, CompiledView, Engine, Feed, Input, Rank, Step, ViewInfo, ViewKind,
+    AggregateView, Aligned, CompiledView, Engine, Feed, Input, OrderCol, Rank, Step, ViewInfo,
+    ViewKind,
 };
 use crate::error::{Error, Result};
 
@@ -1183,7 +1184,7 @@ impl Engine {
             }
         }
         let inputs = self.scans(&plan);
-        let info = ViewInfo::new(
+        let mut info = ViewInfo::new(
             def,
             name,
             hidden,
@@ -1192,6 +1193,7 @@ impl Engine {
             OutputMode::Update,
             false,
         );
+        info.order = output_order(&plan);
         let result = ViewResult::new(out_schema, key_cols)?;
         Ok(CompiledView::new(
             info,
@@ -1203,6 +1205,48 @@ impl Engine {
             Some(result),
         ))
     }
+}
+
+/// A view's ORDER BY as output columns: the first sort under the plan's top (through limits
+/// and at most one projection), where each sort expression is an output expression of that
+/// projection (or, without one, an output column). Empty otherwise: the order is then not
+/// one an output column shows.
+pub(super) fn output_order(plan: &LogicalPlan) -> Vec<OrderCol> {
+    let mut projection: Option<&Projection> = None;
+    let mut node = plan;
+    let sort = loop {
+        match node {
+            LogicalPlan::Limit(l) => node = &l.input,
+            LogicalPlan::Projection(p) if projection.is_none() => {
+                projection = Some(p);
+                node = &p.input;
+            }
+            LogicalPlan::Sort(s) => break s,
+            _ => return Vec::new(),
+        }
+    };
+    let mut order = Vec::with_capacity(sort.expr.len());
+    for e in &sort.expr {
+        let col = match projection {
+            Some(p) => p
+                .expr
+                .iter()
+                .position(|x| x.clone().unalias() == e.expr.clone().unalias()),
+            None => match &e.expr {
+                Expr::Column(c) => sort.input.schema().index_of_column(c).ok(),
+                _ => None,
+            },
+        };
+        let Some(col) = col else {
+            return Vec::new();
+        };
+        order.push(OrderCol {
+            col,
+            descending: !e.asc,
+            nulls_first: e.nulls_first,
+        });
+    }
+    order
 }
 
 /// Whether a node's own expressions hold a subquery (the incremental steps cannot run one).

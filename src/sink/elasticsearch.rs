@@ -779,6 +779,7 @@ mod tests {
             path: "queries/v.sql".into(),
             sql: String::new(),
             reads_streams: true,
+            order: Vec::new(),
         }
     }
 
