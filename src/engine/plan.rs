@@ -1228,10 +1228,10 @@ pub(super) fn output_order(plan: &LogicalPlan) -> Vec<OrderCol> {
     let mut order = Vec::with_capacity(sort.expr.len());
     for e in &sort.expr {
         let col = match projection {
-            Some(p) => p
-                .expr
-                .iter()
-                .position(|x| x.clone().unalias() == e.expr.clone().unalias()),
+            Some(p) => {
+                let wanted = e.expr.clone().unalias();
+                p.expr.iter().position(|x| x.clone().unalias() == wanted)
+            }
             None => match &e.expr {
                 Expr::Column(c) => sort.input.schema().index_of_column(c).ok(),
                 _ => None,

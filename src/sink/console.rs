@@ -58,19 +58,18 @@ impl ConsoleSink {
             .collect();
         for name in names {
             let mut rows = self.state.rows(name);
+            let info = self.state.views.get(name).map(|(info, _)| info);
             // A ranked view's rows in its ORDER BY, not by key.
-            if let Some((info, _)) = self.state.views.get(name) {
+            if let Some(info) = info.filter(|i| !i.order.is_empty()) {
                 let order: Vec<(&str, OrderCol)> = info
                     .order
                     .iter()
                     .map(|o| (info.schema.field(o.col).name().as_str(), *o))
                     .collect();
-                if !order.is_empty() {
-                    rows.sort_by(|a, b| in_order(&order, a, b));
-                }
+                rows.sort_by(|a, b| in_order(&order, a, b));
             }
-            let cols: Vec<String> = match self.state.views.get(name) {
-                Some((info, _)) => info
+            let cols: Vec<String> = match info {
+                Some(info) => info
                     .schema
                     .fields()
                     .iter()
@@ -81,7 +80,8 @@ impl ConsoleSink {
                     .map(|r| r.keys().cloned().collect())
                     .unwrap_or_default(),
             };
-            let shown: Vec<_> = if self.state.views.contains_key(name) {
+            // Keyed views from the top; keyless append-only views, their latest rows.
+            let shown: Vec<_> = if info.is_some() {
                 rows.iter().take(self.opts.rows).collect()
             } else {
                 rows.iter().rev().take(self.opts.rows).collect()
