@@ -45,14 +45,21 @@ struct Slot {
     accs: Vec<Option<Box<dyn Accumulator>>>,
 }
 
-/// See [`GroupState`]'s `meta`.
+/// See [`GroupState`]'s `meta`. 32 bytes, aligned: two per cache line, none straddling two.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(align(32))]
 struct GroupMeta {
     /// The slot holds a group.
     live: bool,
+    /// For a view whose rows are derived from its groups ([`crate::engine::derived`]): the
+    /// group's row is in the view (it passed HAVING when last evaluated).
+    shown: bool,
     /// Where the group's row was put in the view's result last time ([`GroupState::result_hint`]).
     hint: SlotHint,
+    /// For a view whose rows are derived from its groups: a digest of the row last emitted.
+    digest: u64,
 }
+const _: () = assert!(std::mem::size_of::<GroupMeta>() == 32);
 
 /// How a common aggregate merges and evaluates, with its state in columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -667,6 +674,34 @@ impl GroupState {
         }
     }
 
+    /// Whether the group in `slot` has its row in the view, and the digest of that row
+    /// (see [`crate::engine::derived`]).
+    pub fn shown(&self, slot: usize) -> (bool, u64) {
+        self.meta
+            .get(slot)
+            .map_or((false, 0), |m| (m.shown, m.digest))
+    }
+
+    /// Records whether the group in `slot` has its row in the view, and that row's digest.
+    pub fn set_shown(&mut self, slot: usize, shown: bool, digest: u64) {
+        if let Some(m) = self.meta.get_mut(slot).filter(|m| m.live) {
+            m.shown = shown;
+            m.digest = digest;
+        }
+    }
+
+    /// Slots of every live group, in slot order.
+    pub fn live_slots(&self) -> Vec<usize> {
+        (0..self.meta.len())
+            .filter(|&s| self.meta[s].live)
+            .collect()
+    }
+
+    /// Number of live groups whose row is in the view (see [`GroupState::shown`]).
+    pub fn shown_count(&self) -> usize {
+        self.meta.iter().filter(|m| m.live && m.shown).count()
+    }
+
     /// Number of live groups.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -766,7 +801,7 @@ impl GroupState {
                     });
                     self.meta[s] = GroupMeta {
                         live: true,
-                        hint: SlotHint::default(),
+                        ..GroupMeta::default()
                     };
                     self.index.insert(key, s);
                     if let (Some(w), Some(starts)) = (self.window, &window_starts) {

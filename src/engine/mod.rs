@@ -12,6 +12,7 @@
 //! watermark passes its end: append-mode views emit its row then; every view drops its state.
 
 pub mod aggregate;
+mod derived;
 pub mod functions;
 mod join;
 mod key_index;
@@ -46,6 +47,7 @@ use datafusion::prelude::SessionConfig;
 use crate::error::{Error, Result};
 use crate::schema::Streams;
 use aggregate::{GroupState, WindowSpec};
+use derived::Derived;
 use keyed::{KeyedTable, SharedTable};
 use live::{LiveData, LiveTable};
 use result::{Changes, SlotHint, ViewResult};
@@ -170,6 +172,46 @@ pub(crate) struct AggregateView {
     raw: Option<Arc<dyn ExecutionPlan>>,
     /// Restored from a checkpoint, which holds no kept values: rebuild before the next round.
     stale: bool,
+    /// The view's key columns are its GROUP BY columns: one row per group.
+    one_row_per_group: bool,
+    /// Set while the view's rows are derived from its groups instead of stored (then the
+    /// view's `result` is `None`): it has one row per group, a stream feeds it, and no other
+    /// view reads it.
+    derived: Option<Derived>,
+}
+
+impl AggregateView {
+    /// The view's rows: every live group's values through the view's HAVING and SELECT.
+    fn derived_rows(&mut self, info: &ViewInfo) -> Result<RecordBatch> {
+        let slots = self.groups.live_slots();
+        let (rows, mask) = self.evaluated(&slots, info)?;
+        Ok(filter_record_batch(&rows, &mask)?)
+    }
+
+    /// The given groups' values through the view's SELECT, and which pass its HAVING.
+    fn evaluated(
+        &mut self,
+        slots: &[usize],
+        info: &ViewInfo,
+    ) -> Result<(RecordBatch, BooleanArray)> {
+        let values = self.groups.evaluate(slots)?;
+        run_chain(
+            &self.chain,
+            values,
+            &info.schema,
+            self.carry_keys.then_some(self.groups.num_group_cols()),
+        )
+    }
+
+    /// Records which groups have a row in the view, and its digest, from their values now.
+    fn settle_derived(&mut self, info: &ViewInfo) -> Result<()> {
+        let slots = self.groups.live_slots();
+        let (rows, mask) = self.evaluated(&slots, info)?;
+        if let Some(d) = &self.derived {
+            d.settle(&mut self.groups, &slots, &rows, &mask)?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) enum ViewKind {
@@ -329,6 +371,57 @@ impl CompiledView {
             _ => 0,
         }
     }
+    /// The view's current rows, stored or derived from its groups (`None`: neither, as for an
+    /// append-only view without groups).
+    fn current_rows(&mut self) -> Result<Option<RecordBatch>> {
+        if let Some(r) = self.result.as_mut() {
+            return Ok(Some(r.snapshot()?));
+        }
+        match &mut self.kind {
+            ViewKind::Aggregate(a) if a.derived.is_some() => Ok(Some(a.derived_rows(&self.info)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Number of rows in the view's result.
+    fn result_rows(&self) -> usize {
+        if let Some(r) = &self.result {
+            return r.len();
+        }
+        match &self.kind {
+            ViewKind::Aggregate(a) if a.derived.is_some() => match self.info.mode {
+                OutputMode::Update => a.groups.shown_count(),
+                OutputMode::Append => a.groups.len(),
+            },
+            _ => 0,
+        }
+    }
+
+    /// Derives the view's rows from its groups (`derive`) or stores them, whichever is asked
+    /// and possible; switching builds the new form from the groups as they are.
+    fn set_derived(&mut self, derive: bool) -> Result<()> {
+        let ViewKind::Aggregate(a) = &mut self.kind else {
+            return Ok(());
+        };
+        let derive = derive && a.one_row_per_group && !matches!(a.feed, Feed::Changes(_));
+        match (derive, a.derived.is_some()) {
+            (true, false) => {
+                a.derived = Some(Derived::new(&self.info.schema)?);
+                a.settle_derived(&self.info)?;
+                self.result = None;
+            }
+            (false, true) => {
+                let rows = a.derived_rows(&self.info)?;
+                let mut r = ViewResult::new(self.info.schema.clone(), self.info.key_cols.clone())?;
+                r.upsert(&rows)?;
+                self.result = Some(r);
+                a.derived = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn new(info: ViewInfo, kind: ViewKind, inputs: Vec<Input>, result: Option<ViewResult>) -> Self {
         let live = LiveTable::new(info.schema.clone());
         CompiledView {
@@ -604,6 +697,10 @@ impl Engine {
             }
         }
         for (i, v) in self.views.iter_mut().enumerate() {
+            let read = [&scanned, &self.changelog_inputs, &self.key_inputs]
+                .iter()
+                .any(|set| set.contains(&Input::View(i)));
+            v.set_derived(!read)?;
             let was = v.read_by_views;
             v.read_by_views = scanned.contains(&Input::View(i));
             // A view that only fed changelogs so far has no current live table yet.
@@ -747,10 +844,15 @@ impl Engine {
                 ViewKind::Aggregate(a) => (
                     format!(
                         "incremental aggregate over {}{}: DataFusion's partial aggregate per \
-                         batch, merged into per-group state ({} groups)",
+                         batch, merged into per-group state ({} groups){}",
                         self.feed_name(a.feed),
                         if a.window.is_some() { ", windowed" } else { "" },
-                        a.groups.len()
+                        a.groups.len(),
+                        if a.derived.is_some() {
+                            "; its rows are derived from the groups (no view reads it)"
+                        } else {
+                            ""
+                        }
                     ),
                     &a.partial,
                 ),
@@ -848,8 +950,8 @@ impl Engine {
             return Ok(None);
         };
         let v = &mut self.views[i];
-        match &mut v.result {
-            Some(r) => Ok(Some(r.snapshot()?)),
+        match v.current_rows()? {
+            Some(rows) => Ok(Some(rows)),
             None => {
                 let batches: Vec<&RecordBatch> = v.recent.iter().collect();
                 Ok(Some(concat_batches(&v.info.schema, batches)?))
@@ -872,7 +974,7 @@ impl Engine {
             .filter(|v| !v.info.hidden)
             .map(|v| ViewStats {
                 name: v.info.name.clone(),
-                rows: v.result.as_ref().map_or(0, |r| r.len()),
+                rows: v.result_rows(),
                 groups: self.parts_of(v).map(|h| h.state_rows()).sum(),
                 state_bytes: self.parts_of(v).map(|h| h.state_bytes()).sum(),
                 busy: self.parts_of(v).map(|h| h.busy).sum(),
@@ -1305,6 +1407,19 @@ impl Engine {
                 mask = and(&mask, &live)?;
                 a.groups.evict(&empty);
             }
+        }
+        if let Some(d) = &a.derived {
+            if replace {
+                return Err(crate::error::Error::Config(
+                    "internal: a view fed by a stream rebuilt as if over a changelog".into(),
+                ));
+            }
+            if v.info.mode == OutputMode::Append {
+                // Open windows stay visible to the REPL (derived when asked for); sinks get
+                // rows only when final.
+                return Ok(Changes::none());
+            }
+            return d.apply(&mut a.groups, &touched, &rows, &mask);
         }
         let Some(result) = v.result.as_mut() else {
             return Ok(Changes::none());
@@ -2291,6 +2406,115 @@ mod tests {
             text.push('\n');
         }
         (i, decoded(streams, i, text))
+    }
+
+    /// A view no other view reads derives its rows from its groups instead of storing them,
+    /// and emits exactly what the same view emits when another view reads it (and its rows are
+    /// stored): rows that came out the same are not sent again, HAVING takes rows out and puts
+    /// them back, a checkpoint restores what was sent, and a view added later that reads it
+    /// makes it store its rows again.
+    #[tokio::test]
+    async fn a_view_nobody_reads_derives_its_rows_and_emits_what_a_stored_one_would() {
+        let s = streams();
+        let sql = "SELECT customer_id, CASE WHEN count(*) >= 2 THEN 'many' ELSE 'one' END AS seg \
+                   FROM transactions GROUP BY customer_id HAVING count(*) < 4 OR count(*) >= 6";
+        let reader = view("w", "SELECT seg, count(*) AS k FROM v GROUP BY seg");
+        let mut derived = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
+        let mut stored = Engine::new(s.clone(), &[view("v", sql), reader])
+            .await
+            .unwrap();
+        let derives = |e: &Engine| {
+            e.plan_text("v")
+                .unwrap()
+                .contains("derived from the groups")
+        };
+        assert!(derives(&derived), "{}", derived.plan_text("v").unwrap());
+        assert!(!derives(&stored), "{}", stored.plan_text("v").unwrap());
+        let sorted = |b: Option<&RecordBatch>| -> Vec<String> {
+            let Some(b) = b else { return Vec::new() };
+            let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                .unwrap()
+                .to_string();
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.starts_with("| c") && !l.contains("customer_id"))
+                .map(String::from)
+                .collect();
+            lines.sort();
+            lines
+        };
+        // (upserts, deletes) of view v in one round.
+        let changes_of = |out: &StepOutput| -> (Vec<String>, Vec<String>) {
+            match out.outputs.iter().find(|o| o.view.name == "v") {
+                Some(o) => (
+                    sorted(o.changes.upserts.as_ref()),
+                    // Deletes are compared by key: a stored view sends the row last sent, a
+                    // derived one the row it has now (sinks need only the key).
+                    sorted(o.changes.deletes.as_ref())
+                        .iter()
+                        .map(|l| l.split('|').nth(1).unwrap_or("").trim().to_string())
+                        .collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            }
+        };
+        // c1 is bought in every round (its count goes 1, 2, ... 7); c2 in rounds 0 and 3.
+        // Round 2: c1 stays 'many' (nothing sent). Round 3: c1 reaches 4 and leaves. Round 5:
+        // back at 6.
+        let mut want_upserts = Vec::new();
+        let mut restored = None;
+        for round in 0..7i64 {
+            let mut rows = vec![("p1", "c1", 1000 * round)];
+            if round == 0 || round == 3 {
+                rows.push(("p2", "c2", 1000 * round));
+            }
+            let (i, b) = sales(&s, &rows);
+            let mut outs = vec![
+                derived.process(i, b.clone()).await.unwrap(),
+                stored.process(i, b.clone()).await.unwrap(),
+            ];
+            if let Some(r) = restored.as_mut() {
+                let r: &mut Engine = r;
+                outs.push(r.process(i, b).await.unwrap());
+            }
+            let want = changes_of(&outs[1]);
+            for (n, out) in outs.iter().enumerate() {
+                assert_eq!(changes_of(out), want, "round {round}, engine {n}");
+            }
+            want_upserts.push(want.0.len());
+            let want_rows = sorted(stored.snapshot("v").unwrap().as_ref());
+            assert_eq!(sorted(derived.snapshot("v").unwrap().as_ref()), want_rows);
+            if round == 1 {
+                // A checkpoint of the derived view, restored into a fresh engine.
+                let saved = derived.save_state().unwrap();
+                let mut r = Engine::new(s.clone(), &[view("v", sql)]).await.unwrap();
+                r.restore_state(&saved).unwrap();
+                assert!(derives(&r));
+                assert_eq!(sorted(r.snapshot("v").unwrap().as_ref()), want_rows);
+                restored = Some(r);
+            }
+        }
+        // Sent: c1 and c2 new; c1 to 'many'; nothing; c2 to 'many' (c1 left); nothing; c1
+        // back; c1 unchanged.
+        assert_eq!(want_upserts, [2, 1, 0, 1, 0, 1, 0]);
+        // A view added later (as the REPL adds one) that reads v: v stores its rows again,
+        // starting from what it derived, and goes on emitting the same changes.
+        derived
+            .add_view(&view("w2", "SELECT * FROM v"))
+            .await
+            .unwrap();
+        assert!(!derives(&derived));
+        let (i, b) = sales(&s, &[("p3", "c3", 7000), ("p1", "c1", 7000)]);
+        let (a, b2) = (
+            derived.process(i, b.clone()).await.unwrap(),
+            stored.process(i, b).await.unwrap(),
+        );
+        assert_eq!(changes_of(&a), changes_of(&b2));
+        assert_eq!(changes_of(&a).0.len(), 1, "c3 is new; c1 stays 'many'");
+        assert_eq!(
+            sorted(derived.snapshot("w2").unwrap().as_ref()),
+            sorted(stored.snapshot("v").unwrap().as_ref())
+        );
     }
 
     /// count(DISTINCT) keeps each group's values across batches and through a checkpoint, and

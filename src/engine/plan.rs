@@ -1062,6 +1062,9 @@ impl Engine {
             if hidden { OutputMode::Update } else { def.mode },
             window.is_some(),
         );
+        // The view's key is its GROUP BY columns passed through: one row per group, so its
+        // rows can be derived from its groups (see `engine::derived`).
+        let one_row_per_group = !hidden && key_through(&plan).as_ref() == Some(&key_cols);
         let result = ViewResult::new(out_schema, key_cols)?;
         Ok(Some(CompiledView::new(
             info,
@@ -1075,6 +1078,8 @@ impl Engine {
                 count_star,
                 raw,
                 stale: false,
+                one_row_per_group,
+                derived: None,
             })),
             inputs,
             Some(result),

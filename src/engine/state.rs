@@ -63,14 +63,17 @@ impl Engine {
             if self.temporary.contains(&v.info.name) {
                 continue;
             }
-            let result = match v.result.as_mut() {
-                Some(r) => Some(r.snapshot()?),
-                None => None,
-            };
+            let result = v.current_rows()?;
             let groups = match &mut v.kind {
                 ViewKind::Aggregate(a) => {
                     let schema = a.partial.schema();
-                    Some(a.groups.take_state(&schema)?)
+                    let groups = a.groups.take_state(&schema)?;
+                    // Taking the state renumbers the groups, afresh: what each one has sent
+                    // is recorded again (it is what the sinks hold, between rounds).
+                    if a.derived.is_some() {
+                        a.settle_derived(&v.info)?;
+                    }
+                    Some(groups)
                 }
                 _ => None,
             };
@@ -161,6 +164,9 @@ impl Engine {
                 a.groups.merge(groups, &mut Vec::new())?;
                 // A checkpoint holds no min/max values per group: rebuilt from the input.
                 a.stale = a.raw.is_some();
+                if a.derived.is_some() {
+                    a.settle_derived(&v.info)?;
+                }
             }
             if let (ViewKind::IntervalJoin(j), Some((left, right))) = (&mut v.kind, &saved.join) {
                 j.restore(left.clone(), right.clone())?;
@@ -182,11 +188,11 @@ impl Engine {
             if v.info.hidden || v.info.mode != super::OutputMode::Update {
                 continue;
             }
-            if let Some(r) = v.result.as_mut() {
+            if let Some(rows) = v.current_rows()? {
                 out.push(super::ViewOutput {
                     view: v.info.clone(),
                     changes: super::Changes {
-                        upserts: Some(r.snapshot()?),
+                        upserts: Some(rows),
                         deletes: None,
                     },
                 });
