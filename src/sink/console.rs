@@ -1,15 +1,14 @@
 //! `console`: every view as a small table in the terminal, redrawn in place on each refresh,
 //! under a status line (events/s, batches, late and dead-lettered records).
 
-use std::cmp::Ordering;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Materialized, Sink};
-use crate::engine::{OrderCol, ViewOutput};
+use crate::engine::ViewOutput;
 use crate::error::Result;
 
 #[derive(Clone)]
@@ -57,17 +56,9 @@ impl ConsoleSink {
             .chain(self.state.appended.keys())
             .collect();
         for name in names {
-            let mut rows = self.state.rows(name);
+            // A ranked view's rows come in its ORDER BY, others by key.
+            let rows = self.state.rows(name);
             let info = self.state.views.get(name).map(|(info, _)| info);
-            // A ranked view's rows in its ORDER BY, not by key.
-            if let Some(info) = info.filter(|i| !i.order.is_empty()) {
-                let order: Vec<(&str, OrderCol)> = info
-                    .order
-                    .iter()
-                    .map(|o| (info.schema.field(o.col).name().as_str(), *o))
-                    .collect();
-                rows.sort_by(|a, b| in_order(&order, a, b));
-            }
             let cols: Vec<String> = match info {
                 Some(info) => info
                     .schema
@@ -97,56 +88,6 @@ impl ConsoleSink {
             ));
         }
         s
-    }
-}
-
-/// Compares two rows by a view's ORDER BY columns (SQL order: NULLs where the ORDER BY puts
-/// them, numbers by value, strings by bytes).
-fn in_order(
-    order: &[(&str, OrderCol)],
-    a: &Map<String, Value>,
-    b: &Map<String, Value>,
-) -> Ordering {
-    for (name, o) in order {
-        let (x, y) = (
-            a.get(*name).unwrap_or(&Value::Null),
-            b.get(*name).unwrap_or(&Value::Null),
-        );
-        let c = match (x.is_null(), y.is_null()) {
-            (true, true) => Ordering::Equal,
-            (true, false) if o.nulls_first => Ordering::Less,
-            (true, false) => Ordering::Greater,
-            (false, true) if o.nulls_first => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            (false, false) => {
-                let c = compare_values(x, y);
-                if o.descending {
-                    c.reverse()
-                } else {
-                    c
-                }
-            }
-        };
-        if c != Ordering::Equal {
-            return c;
-        }
-    }
-    Ordering::Equal
-}
-
-/// Two non-null JSON values of one column.
-fn compare_values(x: &Value, y: &Value) -> Ordering {
-    match (x, y) {
-        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
-            (Some(a), Some(b)) => a.cmp(&b),
-            _ => a
-                .as_f64()
-                .unwrap_or(f64::NAN)
-                .total_cmp(&b.as_f64().unwrap_or(f64::NAN)),
-        },
-        (Value::String(a), Value::String(b)) => a.cmp(b),
-        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
-        _ => x.to_string().cmp(&y.to_string()),
     }
 }
 
@@ -227,68 +168,17 @@ impl Sink for ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::result::Changes;
-    use crate::engine::{OutputMode, ViewInfo};
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
 
     /// A ranked view is shown in its ORDER BY (NULLs where it puts them), cut to the rows
     /// shown, not in key order.
     #[test]
     fn ranked_views_are_shown_in_their_order() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("product_id", DataType::Utf8, false),
-            Field::new("units", DataType::Int64, true),
-        ]));
-        let info = Arc::new(ViewInfo {
-            name: "top".into(),
-            hidden: false,
-            schema: schema.clone(),
-            key_cols: vec![0],
-            mode: OutputMode::Update,
-            windowed: false,
-            index: "top".into(),
-            text_fields: Vec::new(),
-            description: String::new(),
-            path: "queries/top.sql".into(),
-            sql: String::new(),
-            reads_streams: false,
-            // ORDER BY units DESC NULLS LAST, product_id
-            order: vec![
-                OrderCol {
-                    col: 1,
-                    descending: true,
-                    nulls_first: false,
-                },
-                OrderCol {
-                    col: 0,
-                    descending: false,
-                    nulls_first: false,
-                },
-            ],
-        });
-        let ids = ["a", "b", "c", "d", "e"];
-        let units = [Some(5), None, Some(40), Some(5), Some(300)];
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(ids.to_vec())),
-                Arc::new(Int64Array::from(units.to_vec())),
-            ],
-        )
-        .unwrap();
         let mut sink = ConsoleSink::new(ConsoleOptions {
             rows: 4,
             status: Arc::new(Mutex::new(String::new())),
         });
         sink.state
-            .apply(&[ViewOutput {
-                view: info,
-                changes: Changes {
-                    upserts: Some(batch),
-                    deletes: None,
-                },
-            }])
+            .apply(&[crate::sink::tests::ranked_output()])
             .unwrap();
         let text = sink.render();
         let shown: Vec<&str> = text

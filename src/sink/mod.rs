@@ -5,6 +5,7 @@ pub mod console;
 pub mod elasticsearch;
 pub mod ndjson;
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::engine::{ViewInfo, ViewOutput};
+use crate::engine::{OrderCol, ViewInfo, ViewOutput};
 use crate::error::{Error, Result};
 
 /// A destination for view changes.
@@ -171,15 +172,76 @@ impl Materialized {
         self.views.insert(info.name.clone(), (info.clone(), keyed));
     }
 
-    /// Rows of a view (keyed views sorted by key).
+    /// Rows of a view: a ranked view's (`ORDER BY … LIMIT n`) in its order, other keyed
+    /// views' by key, keyless append-only views' in arrival order.
     pub fn rows(&self, view: &str) -> Vec<&Map<String, Value>> {
-        if let Some((_, m)) = self.views.get(view) {
-            return m.values().collect();
+        if let Some((info, m)) = self.views.get(view) {
+            let mut rows: Vec<_> = m.values().collect();
+            if !info.order.is_empty() {
+                let order: Vec<(&str, OrderCol)> = info
+                    .order
+                    .iter()
+                    .map(|o| (info.schema.field(o.col).name().as_str(), *o))
+                    .collect();
+                // Stable: rows the order ties stay in key order.
+                rows.sort_by(|a, b| in_order(&order, a, b));
+            }
+            return rows;
         }
         self.appended
             .get(view)
             .map(|v| v.iter().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Compares two rows by a view's ORDER BY columns (SQL order: NULLs where the ORDER BY puts
+/// them, numbers by value, strings by bytes).
+fn in_order(
+    order: &[(&str, OrderCol)],
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+) -> Ordering {
+    for (name, o) in order {
+        let (x, y) = (
+            a.get(*name).unwrap_or(&Value::Null),
+            b.get(*name).unwrap_or(&Value::Null),
+        );
+        let c = match (x.is_null(), y.is_null()) {
+            (true, true) => Ordering::Equal,
+            (true, false) if o.nulls_first => Ordering::Less,
+            (true, false) => Ordering::Greater,
+            (false, true) if o.nulls_first => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => {
+                let c = compare_values(x, y);
+                if o.descending {
+                    c.reverse()
+                } else {
+                    c
+                }
+            }
+        };
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Two non-null JSON values of one column.
+fn compare_values(x: &Value, y: &Value) -> Ordering {
+    match (x, y) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => a
+                .as_f64()
+                .unwrap_or(f64::NAN)
+                .total_cmp(&b.as_f64().unwrap_or(f64::NAN)),
+        },
+        (Value::String(a), Value::String(b)) => a.cmp(b),
+        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+        _ => x.to_string().cmp(&y.to_string()),
     }
 }
 
@@ -203,4 +265,84 @@ pub fn build(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::engine::result::Changes;
+    use crate::engine::{OutputMode, ViewInfo};
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// A ranked view `top` (ORDER BY units DESC NULLS LAST, product_id) and its five rows:
+    /// a 5, b NULL, c 40, d 5, e 300 units.
+    pub(crate) fn ranked_output() -> ViewOutput {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("product_id", DataType::Utf8, false),
+            Field::new("units", DataType::Int64, true),
+        ]));
+        let info = Arc::new(ViewInfo {
+            name: "top".into(),
+            hidden: false,
+            schema: schema.clone(),
+            key_cols: vec![0],
+            mode: OutputMode::Update,
+            windowed: false,
+            index: "top".into(),
+            text_fields: Vec::new(),
+            description: String::new(),
+            path: "queries/top.sql".into(),
+            sql: String::new(),
+            reads_streams: false,
+            // ORDER BY units DESC NULLS LAST, product_id
+            order: vec![
+                OrderCol {
+                    col: 1,
+                    descending: true,
+                    nulls_first: false,
+                },
+                OrderCol {
+                    col: 0,
+                    descending: false,
+                    nulls_first: false,
+                },
+            ],
+        });
+        let ids = ["a", "b", "c", "d", "e"];
+        let units = [Some(5), None, Some(40), Some(5), Some(300)];
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(ids.to_vec())),
+                Arc::new(Int64Array::from(units.to_vec())),
+            ],
+        )
+        .unwrap();
+        ViewOutput {
+            view: info,
+            changes: Changes {
+                upserts: Some(batch),
+                deletes: None,
+            },
+        }
+    }
+
+    /// The file sink writes a ranked view's rows in its order, as the console shows them.
+    #[tokio::test]
+    async fn ndjson_writes_ranked_views_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = ndjson::NdjsonSink::new(dir.path()).unwrap();
+        sink.write(&[ranked_output()]).await.unwrap();
+        sink.flush().await.unwrap();
+        let text = std::fs::read_to_string(dir.path().join("top.ndjson")).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let row: Value = serde_json::from_str(l).unwrap();
+                row["product_id"].as_str().unwrap_or("").to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["e", "c", "a", "d", "b"], "{text}");
+    }
 }
