@@ -10,9 +10,9 @@
 //! nothing. The current rows, when asked for (the REPL, a checkpoint, a view added later that
 //! reads this one), are evaluated from the groups.
 //!
-//! A digest is not the row: two different rows with the same digest would hide an update. With
-//! a 64-bit digest that takes about 2^64 updates of one group; the digest keys its hash on the
-//! row's full row-format bytes, so it is no weaker for similar rows.
+//! A digest is not the row: two different rows with the same digest would hide an update.
+//! The digest hashes the row's whole row-format encoding into 64 bits, so a changed row goes
+//! unsent with a chance of about 2^-64, rows that differ in one byte included.
 
 use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
