@@ -29,7 +29,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::engine::key_index::KeyIndex;
-use crate::engine::result::SlotHint;
+use crate::engine::result::{row_converter, SlotHint};
 use crate::error::{Error, Result};
 
 /// Which group column is a window start, and the window's length.
@@ -633,13 +633,7 @@ impl GroupState {
             .zip(&state_types)
             .map(|(a, t)| Fast::of(a, t).map(|k| Column::new(k, t)).transpose())
             .collect::<Result<Vec<_>>>()?;
-        let converter = RowConverter::new(
-            group_schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let converter = row_converter(group_schema.fields())?;
         Ok(GroupState {
             aggs,
             state_widths,

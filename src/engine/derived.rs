@@ -17,10 +17,10 @@
 use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 
 use crate::engine::aggregate::GroupState;
-use crate::engine::result::Changes;
+use crate::engine::result::{row_converter, Changes};
 use crate::error::Result;
 
 /// How to digest a view's rows.
@@ -31,13 +31,7 @@ pub struct Derived {
 
 impl Derived {
     pub fn new(schema: &SchemaRef) -> Result<Self> {
-        let conv = RowConverter::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let conv = row_converter(schema.fields())?;
         // Fixed seeds: digests stay comparable for the life of the process (they are never
         // written anywhere).
         let hasher = ahash::RandomState::with_seeds(

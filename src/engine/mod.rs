@@ -203,8 +203,12 @@ impl AggregateView {
         )
     }
 
-    /// Records which groups have a row in the view, and its digest, from their values now.
+    /// For a view whose rows are derived: records which groups have a row in the view, and
+    /// its digest, from their values now (a no-op for a view whose rows are stored).
     fn settle_derived(&mut self, info: &ViewInfo) -> Result<()> {
+        if self.derived.is_none() {
+            return Ok(());
+        }
         let slots = self.groups.live_slots();
         let (rows, mask) = self.evaluated(&slots, info)?;
         if let Some(d) = &self.derived {
@@ -1386,6 +1390,11 @@ impl Engine {
         if touched.is_empty() && !replace {
             return Ok(Changes::none());
         }
+        if a.derived.is_some() && v.info.mode == OutputMode::Append && !replace {
+            // Open windows stay visible to the REPL (derived when asked for); sinks get rows
+            // only when final: nothing to evaluate now.
+            return Ok(Changes::none());
+        }
         let values = a.groups.evaluate_keyed(&touched, keys.as_deref())?;
         let (rows, mut mask) = run_chain(
             &a.chain,
@@ -1413,11 +1422,6 @@ impl Engine {
                 return Err(crate::error::Error::Config(
                     "internal: a view fed by a stream rebuilt as if over a changelog".into(),
                 ));
-            }
-            if v.info.mode == OutputMode::Append {
-                // Open windows stay visible to the REPL (derived when asked for); sinks get
-                // rows only when final.
-                return Ok(Changes::none());
             }
             return d.apply(&mut a.groups, &touched, &rows, &mask);
         }

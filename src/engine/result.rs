@@ -166,19 +166,27 @@ struct Snapshot {
     dirty: Vec<usize>,
 }
 
+/// A converter to Arrow's row format for columns of the given fields, in order.
+pub fn row_converter<'a>(
+    fields: impl IntoIterator<Item = &'a arrow::datatypes::FieldRef>,
+) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        fields
+            .into_iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}
+
 impl ViewResult {
     pub fn new(schema: SchemaRef, key_cols: Vec<usize>) -> Result<Self> {
-        let fields = |cols: &mut dyn Iterator<Item = usize>| {
-            cols.map(|i| SortField::new(schema.field(i).data_type().clone()))
-                .collect::<Vec<_>>()
-        };
         // A view without key columns has one row: its key is a constant.
         let key_conv = if key_cols.is_empty() {
             RowConverter::new(vec![SortField::new(arrow::datatypes::DataType::Int8)])?
         } else {
-            RowConverter::new(fields(&mut key_cols.iter().copied()))?
+            row_converter(key_cols.iter().map(|&i| &schema.fields()[i]))?
         };
-        let row_conv = RowConverter::new(fields(&mut (0..schema.fields().len())))?;
+        let row_conv = row_converter(schema.fields())?;
         let (replaced, parser) = (row_conv.empty_rows(0, 0), row_conv.parser());
         Ok(ViewResult {
             schema,

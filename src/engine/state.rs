@@ -70,9 +70,7 @@ impl Engine {
                     let groups = a.groups.take_state(&schema)?;
                     // Taking the state renumbers the groups, afresh: what each one has sent
                     // is recorded again (it is what the sinks hold, between rounds).
-                    if a.derived.is_some() {
-                        a.settle_derived(&v.info)?;
-                    }
+                    a.settle_derived(&v.info)?;
                     Some(groups)
                 }
                 _ => None,
@@ -164,9 +162,7 @@ impl Engine {
                 a.groups.merge(groups, &mut Vec::new())?;
                 // A checkpoint holds no min/max values per group: rebuilt from the input.
                 a.stale = a.raw.is_some();
-                if a.derived.is_some() {
-                    a.settle_derived(&v.info)?;
-                }
+                a.settle_derived(&v.info)?;
             }
             if let (ViewKind::IntervalJoin(j), Some((left, right))) = (&mut v.kind, &saved.join) {
                 j.restore(left.clone(), right.clone())?;
