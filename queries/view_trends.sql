@@ -2,12 +2,12 @@
 -- (hopping windows), to spot categories heating up.
 -- @key: category, window_start
 SELECT
-    p.category,
+    w.category,
     w.window_start,
     count(*) AS views
 FROM (
-    SELECT product_id, unnest(hop(INTERVAL '5 minutes', INTERVAL '15 minutes', view_time)) AS window_start
-    FROM product_views
+    SELECT p.category, unnest(hop(INTERVAL '5 minutes', INTERVAL '15 minutes', v.view_time)) AS window_start
+    FROM product_views v
+    JOIN products p ON p.product_id = v.product_id
 ) w
-JOIN products p ON p.product_id = w.product_id
-GROUP BY p.category, w.window_start
+GROUP BY w.category, w.window_start
