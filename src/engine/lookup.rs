@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::{filter_record_batch, is_not_null, not};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinType, NullEquality};
@@ -32,8 +32,9 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::HashJoinExec;
-use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::unnest::{ListUnnest, UnnestExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
     SendableRecordBatchStream,
@@ -58,6 +59,9 @@ impl PhysicalOptimizerRule for LookupJoins {
                 let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                     return Ok(Transformed::no(node));
                 };
+                if let Some(moved) = below_unnest(join)? {
+                    return Ok(Transformed::yes(moved));
+                }
                 Ok(match LookupJoinExec::for_hash_join(join)? {
                     Some(lookup) => Transformed::yes(Arc::new(lookup) as Arc<dyn ExecutionPlan>),
                     None => Transformed::no(node),
@@ -73,6 +77,186 @@ impl PhysicalOptimizerRule for LookupJoins {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// A lookup join over the rows of an `unnest` (`unnest(hop(...))` makes one row per window)
+/// looks each key up once per unnested row, although the rows an input row unnests into all
+/// carry its key. When the join key is not an unnested column, this puts the join below the
+/// unnest: each input row is looked up once, and the unnest repeats the joined row. The rows
+/// and their order are the same: an inner join drops an input row with all its unnested rows,
+/// an outer one keeps them all. The plan is then the lookup join over the unnest's input, the
+/// unnest, and a projection giving the columns in the old join's order.
+///
+/// Applies to a join the lookup rule takes, on the probe side of which are only projections
+/// of plain columns down to an unnest of lists, one level deep, that keeps its other columns
+/// where they are.
+fn below_unnest(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if join.filter().is_some() || join.on().len() != 1 {
+        return Ok(None);
+    }
+    let (left_key, right_key) = join.on()[0].clone();
+    for probe_left in [true, false] {
+        match (join.join_type(), probe_left) {
+            (JoinType::Inner, _) | (JoinType::Left, true) | (JoinType::Right, false) => {}
+            _ => continue,
+        }
+        let (probe, table_side, probe_key) = if probe_left {
+            (join.left(), join.right(), &left_key)
+        } else {
+            (join.right(), join.left(), &right_key)
+        };
+        if TableSide::of(table_side).is_none() {
+            continue;
+        }
+        // Down the probe side to an unnest: where each probe column is in the unnest's output.
+        let mut from: Vec<usize> = (0..probe.schema().fields().len()).collect();
+        let mut node = probe.clone();
+        let unnest = loop {
+            if let Some(u) = node.downcast_ref::<UnnestExec>() {
+                break Some(u);
+            }
+            let Some(p) = node.downcast_ref::<ProjectionExec>() else {
+                break None;
+            };
+            let cols: Option<Vec<usize>> = p
+                .expr()
+                .iter()
+                .map(|e| e.expr.downcast_ref::<Column>().map(|c| c.index()))
+                .collect();
+            let Some(cols) = cols else {
+                break None;
+            };
+            from = from.iter().map(|&i| cols[i]).collect();
+            node = p.input().clone();
+        };
+        let Some(unnest) = unnest else {
+            continue;
+        };
+        let input = unnest.input();
+        let n = input.schema().fields().len();
+        if !unnest.struct_column_indices().is_empty()
+            || unnest.schema().fields().len() != n
+            || unnest.list_column_indices().iter().any(|l| l.depth != 1)
+        {
+            continue;
+        }
+        let unnested: Vec<usize> = unnest
+            .list_column_indices()
+            .iter()
+            .map(|l| l.index_in_input_schema)
+            .collect();
+        // The key over the unnest's input; none of its columns unnested.
+        let mut reads_unnested = false;
+        let input_schema = input.schema();
+        let input_key = probe_key
+            .clone()
+            .transform(|e| {
+                let Some(c) = e.downcast_ref::<Column>() else {
+                    return Ok(Transformed::no(e));
+                };
+                let i = from[c.index()];
+                reads_unnested |= unnested.contains(&i);
+                let col: Arc<dyn PhysicalExpr> =
+                    Arc::new(Column::new(input_schema.field(i).name(), i));
+                Ok(Transformed::yes(col))
+            })?
+            .data;
+        if reads_unnested {
+            continue;
+        }
+        let (left, right, on) = if probe_left {
+            (
+                input.clone(),
+                table_side.clone(),
+                vec![(input_key, right_key.clone())],
+            )
+        } else {
+            (
+                table_side.clone(),
+                input.clone(),
+                vec![(left_key.clone(), input_key)],
+            )
+        };
+        let below = HashJoinExec::try_new(
+            left,
+            right,
+            on,
+            None,
+            join.join_type(),
+            None,
+            *join.partition_mode(),
+            join.null_equality(),
+            join.null_aware,
+        )?;
+        let Some(lookup) = LookupJoinExec::for_hash_join(&below)? else {
+            continue;
+        };
+        let lookup: Arc<dyn ExecutionPlan> = Arc::new(lookup);
+        // The unnest's input columns start at `shift` in the joined row.
+        let t = table_side.schema().fields().len();
+        let shift = if probe_left { 0 } else { t };
+        // The old join's row in terms of the joined row: its probe columns (found through
+        // `from`) and the table's.
+        let probe_cols = from.iter().map(|&i| i + shift);
+        let old_row: Vec<usize> = if probe_left {
+            probe_cols.chain(n..n + t).collect()
+        } else {
+            (0..t).chain(probe_cols).collect()
+        };
+        let out: Vec<usize> = match &join.projection {
+            Some(p) => p.iter().map(|&i| old_row[i]).collect(),
+            None => old_row,
+        };
+        // The unnest repeats only what comes out, and unnests the lists (kept in place).
+        let lists: Vec<usize> = unnested.iter().map(|&j| j + shift).collect();
+        let mut kept: Vec<usize> = out.iter().chain(&lists).copied().collect();
+        kept.sort_unstable();
+        kept.dedup();
+        let joined = lookup.schema();
+        let narrowed: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(
+            kept.iter().map(|&i| ProjectionExpr {
+                expr: Arc::new(Column::new(joined.field(i).name(), i)),
+                alias: joined.field(i).name().clone(),
+            }),
+            lookup,
+        )?);
+        let position = |i: usize| kept.iter().position(|&k| k == i).unwrap_or_default();
+        let fields: Vec<FieldRef> = kept
+            .iter()
+            .map(|&i| match i.checked_sub(shift) {
+                Some(j) if j < n && unnested.contains(&j) => unnest.schema().fields()[j].clone(),
+                _ => joined.fields()[i].clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, joined.metadata().clone()));
+        let unnested_rows: Arc<dyn ExecutionPlan> = Arc::new(UnnestExec::new(
+            narrowed,
+            lists
+                .iter()
+                .map(|&i| ListUnnest {
+                    index_in_input_schema: position(i),
+                    depth: 1,
+                })
+                .collect(),
+            Vec::new(),
+            schema.clone(),
+            unnest.options().clone(),
+        )?);
+        let old_schema = join.schema();
+        let exprs: Vec<ProjectionExpr> = out
+            .iter()
+            .zip(old_schema.fields())
+            .map(|(&i, f)| ProjectionExpr {
+                expr: Arc::new(Column::new(schema.field(position(i)).name(), position(i))),
+                alias: f.name().clone(),
+            })
+            .collect();
+        return Ok(Some(Arc::new(ProjectionExec::try_new(
+            exprs,
+            unnested_rows,
+        )?)));
+    }
+    Ok(None)
 }
 
 /// What a probe row becomes.

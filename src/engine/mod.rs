@@ -2081,6 +2081,38 @@ mod tests {
         assert!(order("low_stock").is_empty());
     }
 
+    /// A lookup join over hopping windows' rows goes below the unnest (one lookup per event,
+    /// not one per window), on either side of the join and through an outer join; a join on
+    /// the unnested column stays above it. (`tests/views/hop_then_lookup.sql` checks the rows
+    /// against the batch oracle.)
+    #[tokio::test]
+    async fn lookup_joins_go_below_an_unnest_of_windows() {
+        let hop = "unnest(hop(INTERVAL '1 minute', INTERVAL '3 minutes', view_time)) AS w";
+        let defs = [
+            view("probe_left", &format!("SELECT w, p.category, count(*) AS n FROM (SELECT product_id, {hop} FROM product_views) v JOIN products p ON v.product_id = p.product_id GROUP BY w, p.category")),
+            view("probe_right", &format!("SELECT w, c.gender, count(*) AS n FROM customers c RIGHT JOIN (SELECT customer_id, {hop} FROM product_views) v ON c.customer_id = v.customer_id GROUP BY w, c.gender")),
+            view("on_window", &format!("SELECT v.w, count(*) AS n FROM (SELECT CAST({} AS VARCHAR) AS w FROM product_views) v JOIN products p ON v.w = p.product_id GROUP BY v.w", hop.trim_end_matches(" AS w"))),
+        ];
+        let engine = Engine::new(streams(), &defs).await.unwrap();
+        let shape = |v: &str| {
+            let plan = engine.plan_text(v).unwrap();
+            let at = |op: &str| plan.find(op).unwrap_or_else(|| panic!("no {op} in {plan}"));
+            (at("UnnestExec") < at("LookupJoinExec"), plan)
+        };
+        for v in ["probe_left", "probe_right"] {
+            let (below, plan) = shape(v);
+            assert!(
+                below,
+                "{v}: the lookup join stayed above the unnest\n{plan}"
+            );
+        }
+        let (below, plan) = shape("on_window");
+        assert!(
+            !below,
+            "a join on the unnested column moved below it\n{plan}"
+        );
+    }
+
     /// Views whose rows each share their key with the rows they are made of are recomputed
     /// key by key; a round recomputes (and reports) only the keys it changed.
     #[tokio::test]
