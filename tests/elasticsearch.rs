@@ -378,6 +378,40 @@ fn one_shot(head: &str, body_start: &[u8]) -> Vec<u8> {
     fwd
 }
 
+/// The rest of a request's body read from `conn`, the request sent upstream on a connection
+/// of its own (HTTP/1.0 and close, so the answer is plain bytes up to EOF), and the answer's
+/// body; `None` if any of it fails.
+async fn through(
+    conn: &mut tokio::net::TcpStream,
+    mut buf: Vec<u8>,
+    head: &str,
+    head_end: usize,
+    up: &str,
+) -> Option<Vec<u8>> {
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut chunk = [0u8; 8192];
+    while buf.len() < head_end + len {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let mut upstream = tokio::net::TcpStream::connect(up).await.ok()?;
+    let fwd = one_shot(&head.replacen("HTTP/1.1", "HTTP/1.0", 1), &buf[head_end..]);
+    upstream.write_all(&fwd).await.ok()?;
+    let mut resp = Vec::new();
+    upstream.read_to_end(&mut resp).await.ok()?;
+    let p = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(resp.split_off(p + 4))
+}
+
 impl FaultProxy {
     async fn start(upstream: String, faults: Vec<Option<(u16, &'static str)>>) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -423,39 +457,11 @@ impl FaultProxy {
                             // The request goes through, but the answer says its first item
                             // was throttled (as a busy cluster answers): it must be retried.
                             served.fetch_add(1, Ordering::SeqCst);
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse().ok())?
-                                })
-                                .unwrap_or(0);
-                            while buf.len() < head_end + len {
-                                match conn.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                }
-                            }
-                            let Ok(mut upstream) = tokio::net::TcpStream::connect(&up).await else {
+                            let Some(resp) = through(&mut conn, buf, &head, head_end, &up).await
+                            else {
                                 return;
                             };
-                            // HTTP/1.0 and close: the answer is plain bytes up to EOF.
-                            let fwd = one_shot(
-                                &head.replacen("HTTP/1.1", "HTTP/1.0", 1),
-                                &buf[head_end..],
-                            );
-                            if upstream.write_all(&fwd).await.is_err() {
-                                return;
-                            }
-                            let mut resp = Vec::new();
-                            if upstream.read_to_end(&mut resp).await.is_err() {
-                                return;
-                            }
-                            let Some(p) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
-                                return;
-                            };
-                            let mut v: Value = serde_json::from_slice(&resp[p + 4..]).unwrap();
+                            let mut v: Value = serde_json::from_slice(&resp).unwrap();
                             v["errors"] = json!(true);
                             let item = v["items"][0].as_object_mut().unwrap();
                             let op = item.values_mut().next().unwrap();
@@ -467,6 +473,23 @@ impl FaultProxy {
                                 body.len()
                             );
                             let _ = conn.write_all(reply.as_bytes()).await;
+                            let _ = conn.shutdown().await;
+                        }
+                        Some(Some((1, _))) => {
+                            // The request goes through, but the connection breaks halfway
+                            // through the answer (a node going down): whether it was applied
+                            // is unknown to the client, which must send it again.
+                            served.fetch_add(1, Ordering::SeqCst);
+                            let Some(resp) = through(&mut conn, buf, &head, head_end, &up).await
+                            else {
+                                return;
+                            };
+                            let reply = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                resp.len()
+                            );
+                            let _ = conn.write_all(reply.as_bytes()).await;
+                            let _ = conn.write_all(&resp[..resp.len() / 2]).await;
                             let _ = conn.shutdown().await;
                         }
                         Some(Some((status, body))) => {
@@ -516,6 +539,7 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
         None,
         Some((502, UNAVAILABLE)),
         Some((0, "first item throttled")),
+        Some((1, "answer cut off")),
     ];
     let proxy = FaultProxy::start(server.url.clone(), faults).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -542,10 +566,14 @@ async fn throttling_errors_and_dropped_connections_are_retried_with_credentials_
     );
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(proxy.faults_served.load(Ordering::SeqCst), 6, "{err}");
+    assert_eq!(proxy.faults_served.load(Ordering::SeqCst), 7, "{err}");
     let (_, _, rejected, retries) = sink_counts(&err);
     assert_eq!(rejected, 0);
-    assert!(retries >= 6, "{err}");
+    assert!(retries >= 7, "{err}");
+    assert!(
+        err.contains("bulk response cut off"),
+        "the answer cut off was not retried:\n{err}"
+    );
     assert!(err.contains("HTTP 429"), "{err}");
     assert!(
         err.contains("item HTTP 429"),

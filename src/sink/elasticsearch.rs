@@ -408,9 +408,20 @@ impl ElasticsearchSink {
                             error_reason(&v)
                         )));
                     } else {
-                        let v: Value = r
-                            .json()
-                            .await
+                        // The connection can break while the response comes (a node going
+                        // down): whether the request was applied is unknown, and the upserts
+                        // are idempotent, so it is sent again. A body that arrives whole but
+                        // is not a bulk response is an error.
+                        let body = match r.bytes().await {
+                            Ok(b) => b,
+                            Err(e) => {
+                                let problem = format!("bulk response cut off: {}", error_chain(&e));
+                                attempt += 1;
+                                self.backoff(attempt, started, &problem, "bulk").await?;
+                                continue;
+                            }
+                        };
+                        let v: Value = serde_json::from_slice(&body)
                             .map_err(|e| self.err(format!("unreadable bulk response: {e}")))?;
                         let items = v["items"].as_array().cloned().unwrap_or_default();
                         if items.len() != batch.len() {
