@@ -478,16 +478,26 @@ async fn a_checkpoint_of_other_views_is_refused_by_name() {
         let e = b.restore_state(&state).unwrap_err().to_string();
         assert!(e.contains(why), "{e}");
     }
-    let mut same = Engine::new(common::streams(), &[v("sales", sales)])
-        .await
-        .unwrap();
+    let fresh = || async {
+        Engine::new(common::streams(), &[v("sales", sales)])
+            .await
+            .unwrap()
+    };
+    let mut same = fresh().await;
     same.restore_state(&state).unwrap();
+    // Only into a freshly planned engine: a second checkpoint would be added to the first.
+    let e = same.restore_state(&state).unwrap_err().to_string();
+    assert!(e.contains("freshly planned engine"), "{e}");
     // A temporary view (the REPL's CREATE VIEW) is not checkpointed: a restart without it
     // restores, and restoring into an engine that has one works too.
     a.add_view(&v("scratch", sales)).await.unwrap();
     let with_scratch = a.save_state().unwrap();
     assert!(with_scratch.views.iter().all(|v| v.name != "scratch"));
-    same.restore_state(&with_scratch).unwrap();
-    same.add_view(&v("scratch2", sales)).await.unwrap();
-    same.restore_state(&with_scratch).unwrap();
+    fresh().await.restore_state(&with_scratch).unwrap();
+    let mut with_temporary = fresh().await;
+    with_temporary
+        .add_view(&v("scratch2", sales))
+        .await
+        .unwrap();
+    with_temporary.restore_state(&with_scratch).unwrap();
 }

@@ -525,6 +525,9 @@ pub struct Engine {
     deltas: HashMap<Input, Delta>,
     /// Keyed tables that a recomputed view scans in full every round (kept in one chunk).
     scanned_tables: HashSet<usize>,
+    /// Whether the engine has taken in events or a checkpoint. A checkpoint is loaded only
+    /// into an engine that holds neither: it would add to what is there, not replace it.
+    holds_state: bool,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -633,6 +636,7 @@ impl Engine {
             key_inputs: HashSet::new(),
             deltas: HashMap::new(),
             scanned_tables: HashSet::new(),
+            holds_state: false,
         })
     }
 
@@ -1023,6 +1027,7 @@ impl Engine {
         &mut self,
         batches: Vec<(usize, RecordBatch)>,
     ) -> Result<StepOutput> {
+        self.holds_state |= !batches.is_empty();
         let mut out = StepOutput::default();
         let mut changed: HashSet<Input> = HashSet::new();
         self.rebuild_stale(&mut changed, &mut out).await?;
@@ -2594,6 +2599,9 @@ mod tests {
         assert!(t.contains("| P2         | 1      | 1 |"), "{t}");
 
         let saved = engine.save_state().unwrap();
+        // Not into an engine that took in events: the checkpoint would add to its rows.
+        let e = engine.restore_state(&saved).unwrap_err().to_string();
+        assert!(e.contains("freshly planned engine"), "{e}");
         let mut restored = Engine::new(s.clone(), &defs).await.unwrap();
         restored.restore_state(&saved).unwrap();
         for e in [&mut engine, &mut restored] {

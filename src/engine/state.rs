@@ -92,9 +92,17 @@ impl Engine {
 
     /// Loads state saved by [`Engine::save_state`] into a freshly planned engine. The views
     /// must be the ones the state was saved from (same names, same SQL); otherwise nothing is
-    /// loaded and the error names the first difference.
+    /// loaded and the error names the first difference. An engine that has taken in events or
+    /// a checkpoint already is refused: the state would be added to what it holds.
     pub fn restore_state(&mut self, st: &EngineState) -> Result<()> {
         let mismatch = |m: String| Error::Checkpoint(m);
+        if self.holds_state {
+            return Err(mismatch(
+                "a checkpoint is loaded only into a freshly planned engine; this one already \
+                 holds events or a checkpoint"
+                    .into(),
+            ));
+        }
         let now: Vec<(&str, &str)> = self
             .views
             .iter()
@@ -126,6 +134,7 @@ impl Engine {
                 v.name
             )));
         }
+        self.holds_state = true;
         for s in &st.streams {
             let Some(i) = self.streams.streams.iter().position(|x| x.name == s.name) else {
                 return Err(mismatch(format!(
