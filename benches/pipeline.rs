@@ -147,6 +147,25 @@ fn june_first_plus(seconds: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Times `run` on what `prepare` makes, one iteration at a time; preparing (and dropping
+/// what it made) is not timed.
+fn time_prepared<T>(
+    b: &mut criterion::Bencher,
+    mut prepare: impl FnMut() -> T,
+    mut run: impl FnMut(&mut T),
+) {
+    b.iter_custom(|iters| {
+        let mut spent = std::time::Duration::ZERO;
+        for _ in 0..iters {
+            let mut input = prepare();
+            let t = Instant::now();
+            run(&mut input);
+            spent += t.elapsed();
+        }
+        spent
+    })
+}
+
 /// Times `rounds_at(k)` run through `pipe` for iterations k = 1, 2, ...: each iteration
 /// gets rounds of its own, later than the last ones, so none of them is history the engine
 /// would skip (a keyed table keeps a row only if it is newer than the one it holds). Making
@@ -158,17 +177,16 @@ fn fresh_rounds(
     next: &mut usize,
     rounds_at: &mut dyn FnMut(usize) -> Vec<Vec<RawBatch>>,
 ) {
-    b.iter_custom(|iters| {
-        let mut spent = std::time::Duration::ZERO;
-        for _ in 0..iters {
+    time_prepared(
+        b,
+        || {
             *next += 1;
-            let rounds = rounds_at(*next);
-            let t = Instant::now();
-            std::hint::black_box(rt.block_on(pipe.run(&rounds)));
-            spent += t.elapsed();
-        }
-        spent
-    })
+            rounds_at(*next)
+        },
+        |rounds| {
+            std::hint::black_box(rt.block_on(pipe.run(rounds)));
+        },
+    )
 }
 
 /// Hand-written batches of JSON lines, numbered as the generator's would be.
@@ -306,11 +324,6 @@ fn bench_pipeline(c: &mut Criterion) {
     // views would drop their events as late and the keyed tables would ignore rows older than
     // the ones they hold, so the figure would leave out work a live run does. Planning and
     // restoring are not timed.
-    // Every iteration runs the rounds on a freshly planned engine holding the state after the
-    // warm-up. Run twice on one engine, the rounds would be history the second time: windowed
-    // views would drop their events as late and the keyed tables would ignore rows older than
-    // the ones they hold, so the figure would leave out work a live run does. Planning and
-    // restoring are not timed.
     let restored = |warmed: &EngineState| {
         let mut p = rt.block_on(Pipe::new(&streams, &defs));
         p.engine.restore_state(warmed).unwrap();
@@ -331,16 +344,13 @@ fn bench_pipeline(c: &mut Criterion) {
                 assert_eq!(first, again, "the rounds did other work after a restore");
                 warmed
             });
-            b.iter_custom(|iters| {
-                let mut spent = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    let mut p = restored(warmed);
-                    let t = Instant::now();
+            time_prepared(
+                b,
+                || restored(warmed),
+                |p| {
                     std::hint::black_box(rt.block_on(p.run(&rounds)));
-                    spent += t.elapsed();
-                }
-                spent
-            })
+                },
+            )
         },
     );
     g.finish();

@@ -91,172 +91,166 @@ impl PhysicalOptimizerRule for LookupJoins {
 /// of plain columns down to an unnest of lists, one level deep, that keeps its other columns
 /// where they are.
 fn below_unnest(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if join.filter().is_some() || join.on().len() != 1 {
+    // The join as the lookup rule would take it: which side is probed, with which key.
+    let Some(lookup) = LookupJoinExec::for_hash_join(join)? else {
+        return Ok(None);
+    };
+    if !matches!(lookup.keep, Keep::Matches | Keep::All) {
         return Ok(None);
     }
+    let probe_left = lookup.probe_first;
     let (left_key, right_key) = join.on()[0].clone();
-    for probe_left in [true, false] {
-        match (join.join_type(), probe_left) {
-            (JoinType::Inner, _) | (JoinType::Left, true) | (JoinType::Right, false) => {}
-            _ => continue,
+    let (probe, table_side, probe_key) = if probe_left {
+        (join.left(), join.right(), &left_key)
+    } else {
+        (join.right(), join.left(), &right_key)
+    };
+    // Down the probe side to an unnest: where each probe column is in the unnest's output.
+    let mut from: Vec<usize> = (0..probe.schema().fields().len()).collect();
+    let mut node = probe.clone();
+    let unnest = loop {
+        if let Some(u) = node.downcast_ref::<UnnestExec>() {
+            break Some(u);
         }
-        let (probe, table_side, probe_key) = if probe_left {
-            (join.left(), join.right(), &left_key)
-        } else {
-            (join.right(), join.left(), &right_key)
+        let Some(p) = node.downcast_ref::<ProjectionExec>() else {
+            break None;
         };
-        if TableSide::of(table_side).is_none() {
-            continue;
-        }
-        // Down the probe side to an unnest: where each probe column is in the unnest's output.
-        let mut from: Vec<usize> = (0..probe.schema().fields().len()).collect();
-        let mut node = probe.clone();
-        let unnest = loop {
-            if let Some(u) = node.downcast_ref::<UnnestExec>() {
-                break Some(u);
-            }
-            let Some(p) = node.downcast_ref::<ProjectionExec>() else {
-                break None;
-            };
-            let cols: Option<Vec<usize>> = p
-                .expr()
-                .iter()
-                .map(|e| e.expr.downcast_ref::<Column>().map(|c| c.index()))
-                .collect();
-            let Some(cols) = cols else {
-                break None;
-            };
-            from = from.iter().map(|&i| cols[i]).collect();
-            node = p.input().clone();
-        };
-        let Some(unnest) = unnest else {
-            continue;
-        };
-        let input = unnest.input();
-        let n = input.schema().fields().len();
-        if !unnest.struct_column_indices().is_empty()
-            || unnest.schema().fields().len() != n
-            || unnest.list_column_indices().iter().any(|l| l.depth != 1)
-        {
-            continue;
-        }
-        let unnested: Vec<usize> = unnest
-            .list_column_indices()
+        let cols: Option<Vec<usize>> = p
+            .expr()
             .iter()
-            .map(|l| l.index_in_input_schema)
+            .map(|e| e.expr.downcast_ref::<Column>().map(|c| c.index()))
             .collect();
-        // The key over the unnest's input; none of its columns unnested.
-        let mut reads_unnested = false;
-        let input_schema = input.schema();
-        let input_key = probe_key
-            .clone()
-            .transform(|e| {
-                let Some(c) = e.downcast_ref::<Column>() else {
-                    return Ok(Transformed::no(e));
-                };
-                let i = from[c.index()];
-                reads_unnested |= unnested.contains(&i);
-                let col: Arc<dyn PhysicalExpr> =
-                    Arc::new(Column::new(input_schema.field(i).name(), i));
-                Ok(Transformed::yes(col))
-            })?
-            .data;
-        if reads_unnested {
-            continue;
-        }
-        let (left, right, on) = if probe_left {
-            (
-                input.clone(),
-                table_side.clone(),
-                vec![(input_key, right_key.clone())],
-            )
-        } else {
-            (
-                table_side.clone(),
-                input.clone(),
-                vec![(left_key.clone(), input_key)],
-            )
+        let Some(cols) = cols else {
+            break None;
         };
-        let below = HashJoinExec::try_new(
-            left,
-            right,
-            on,
-            None,
-            join.join_type(),
-            None,
-            *join.partition_mode(),
-            join.null_equality(),
-            join.null_aware,
-        )?;
-        let Some(lookup) = LookupJoinExec::for_hash_join(&below)? else {
-            continue;
-        };
-        let lookup: Arc<dyn ExecutionPlan> = Arc::new(lookup);
-        // The unnest's input columns start at `shift` in the joined row.
-        let t = table_side.schema().fields().len();
-        let shift = if probe_left { 0 } else { t };
-        // The old join's row in terms of the joined row: its probe columns (found through
-        // `from`) and the table's.
-        let probe_cols = from.iter().map(|&i| i + shift);
-        let old_row: Vec<usize> = if probe_left {
-            probe_cols.chain(n..n + t).collect()
-        } else {
-            (0..t).chain(probe_cols).collect()
-        };
-        let out: Vec<usize> = match &join.projection {
-            Some(p) => p.iter().map(|&i| old_row[i]).collect(),
-            None => old_row,
-        };
-        // The unnest repeats only what comes out, and unnests the lists (kept in place).
-        let lists: Vec<usize> = unnested.iter().map(|&j| j + shift).collect();
-        let mut kept: Vec<usize> = out.iter().chain(&lists).copied().collect();
-        kept.sort_unstable();
-        kept.dedup();
-        let joined = lookup.schema();
-        let narrowed: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(
-            kept.iter().map(|&i| ProjectionExpr {
-                expr: Arc::new(Column::new(joined.field(i).name(), i)),
-                alias: joined.field(i).name().clone(),
-            }),
-            lookup,
-        )?);
-        let position = |i: usize| kept.iter().position(|&k| k == i).unwrap_or_default();
-        let fields: Vec<FieldRef> = kept
-            .iter()
-            .map(|&i| match i.checked_sub(shift) {
-                Some(j) if j < n && unnested.contains(&j) => unnest.schema().fields()[j].clone(),
-                _ => joined.fields()[i].clone(),
-            })
-            .collect();
-        let schema = Arc::new(Schema::new_with_metadata(fields, joined.metadata().clone()));
-        let unnested_rows: Arc<dyn ExecutionPlan> = Arc::new(UnnestExec::new(
-            narrowed,
-            lists
-                .iter()
-                .map(|&i| ListUnnest {
-                    index_in_input_schema: position(i),
-                    depth: 1,
-                })
-                .collect(),
-            Vec::new(),
-            schema.clone(),
-            unnest.options().clone(),
-        )?);
-        let old_schema = join.schema();
-        let exprs: Vec<ProjectionExpr> = out
-            .iter()
-            .zip(old_schema.fields())
-            .map(|(&i, f)| ProjectionExpr {
-                expr: Arc::new(Column::new(schema.field(position(i)).name(), position(i))),
-                alias: f.name().clone(),
-            })
-            .collect();
-        return Ok(Some(Arc::new(ProjectionExec::try_new(
-            exprs,
-            unnested_rows,
-        )?)));
+        from = from.iter().map(|&i| cols[i]).collect();
+        node = p.input().clone();
+    };
+    let Some(unnest) = unnest else {
+        return Ok(None);
+    };
+    let input = unnest.input();
+    let n = input.schema().fields().len();
+    if !unnest.struct_column_indices().is_empty()
+        || unnest.schema().fields().len() != n
+        || unnest.list_column_indices().iter().any(|l| l.depth != 1)
+    {
+        return Ok(None);
     }
-    Ok(None)
+    let unnested: Vec<usize> = unnest
+        .list_column_indices()
+        .iter()
+        .map(|l| l.index_in_input_schema)
+        .collect();
+    // The key over the unnest's input; none of its columns unnested.
+    let mut reads_unnested = false;
+    let input_schema = input.schema();
+    let input_key = probe_key
+        .clone()
+        .transform(|e| {
+            let Some(c) = e.downcast_ref::<Column>() else {
+                return Ok(Transformed::no(e));
+            };
+            let i = from[c.index()];
+            reads_unnested |= unnested.contains(&i);
+            let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(input_schema.field(i).name(), i));
+            Ok(Transformed::yes(col))
+        })?
+        .data;
+    if reads_unnested {
+        return Ok(None);
+    }
+    let (left, right, on) = if probe_left {
+        (
+            input.clone(),
+            table_side.clone(),
+            vec![(input_key, right_key.clone())],
+        )
+    } else {
+        (
+            table_side.clone(),
+            input.clone(),
+            vec![(left_key.clone(), input_key)],
+        )
+    };
+    let below = HashJoinExec::try_new(
+        left,
+        right,
+        on,
+        None,
+        join.join_type(),
+        None,
+        *join.partition_mode(),
+        join.null_equality(),
+        join.null_aware,
+    )?;
+    let Some(lookup) = LookupJoinExec::for_hash_join(&below)? else {
+        return Ok(None);
+    };
+    let lookup: Arc<dyn ExecutionPlan> = Arc::new(lookup);
+    // The unnest's input columns start at `shift` in the joined row.
+    let t = table_side.schema().fields().len();
+    let shift = if probe_left { 0 } else { t };
+    // The old join's row in terms of the joined row: its probe columns (found through
+    // `from`) and the table's.
+    let probe_cols = from.iter().map(|&i| i + shift);
+    let old_row: Vec<usize> = if probe_left {
+        probe_cols.chain(n..n + t).collect()
+    } else {
+        (0..t).chain(probe_cols).collect()
+    };
+    let out: Vec<usize> = match &join.projection {
+        Some(p) => p.iter().map(|&i| old_row[i]).collect(),
+        None => old_row,
+    };
+    // The unnest repeats only what comes out, and unnests the lists (kept in place).
+    let lists: Vec<usize> = unnested.iter().map(|&j| j + shift).collect();
+    let mut kept: Vec<usize> = out.iter().chain(&lists).copied().collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let joined = lookup.schema();
+    let narrowed: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(
+        kept.iter().map(|&i| ProjectionExpr {
+            expr: Arc::new(Column::new(joined.field(i).name(), i)),
+            alias: joined.field(i).name().clone(),
+        }),
+        lookup,
+    )?);
+    let position = |i: usize| kept.iter().position(|&k| k == i).unwrap_or_default();
+    let fields: Vec<FieldRef> = kept
+        .iter()
+        .map(|&i| match i.checked_sub(shift) {
+            Some(j) if j < n && unnested.contains(&j) => unnest.schema().fields()[j].clone(),
+            _ => joined.fields()[i].clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, joined.metadata().clone()));
+    let unnested_rows: Arc<dyn ExecutionPlan> = Arc::new(UnnestExec::new(
+        narrowed,
+        lists
+            .iter()
+            .map(|&i| ListUnnest {
+                index_in_input_schema: position(i),
+                depth: 1,
+            })
+            .collect(),
+        Vec::new(),
+        schema.clone(),
+        unnest.options().clone(),
+    )?);
+    let old_schema = join.schema();
+    let exprs: Vec<ProjectionExpr> = out
+        .iter()
+        .zip(old_schema.fields())
+        .map(|(&i, f)| ProjectionExpr {
+            expr: Arc::new(Column::new(schema.field(position(i)).name(), position(i))),
+            alias: f.name().clone(),
+        })
+        .collect();
+    Ok(Some(Arc::new(ProjectionExec::try_new(
+        exprs,
+        unnested_rows,
+    )?)))
 }
 
 /// What a probe row becomes.

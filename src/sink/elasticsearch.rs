@@ -114,6 +114,9 @@ struct Pending {
     op: Op,
 }
 
+/// A bulk operation: the (index, document id) it is for, and what to do there.
+type Operation = ((String, String), Pending);
+
 /// A document the cluster refused for good.
 struct Rejection {
     view: String,
@@ -331,7 +334,7 @@ impl ElasticsearchSink {
         }
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let mut batches: Vec<Vec<((String, String), Pending)>> = Vec::new();
+        let mut batches: Vec<Vec<Operation>> = Vec::new();
         let mut cur = Vec::new();
         let mut cur_bytes = 0usize;
         for (k, p) in pending {
@@ -365,10 +368,7 @@ impl ElasticsearchSink {
     }
 
     /// One bulk request, with item-level retries.
-    async fn send_batch(
-        &self,
-        mut batch: Vec<((String, String), Pending)>,
-    ) -> Result<Vec<Rejection>> {
+    async fn send_batch(&self, mut batch: Vec<Operation>) -> Result<Vec<Rejection>> {
         let mut rejected = Vec::new();
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
@@ -412,67 +412,17 @@ impl ElasticsearchSink {
                         // down): whether the request was applied is unknown, and the upserts
                         // are idempotent, so it is sent again. A body that arrives whole but
                         // is not a bulk response is an error.
-                        let body = match r.bytes().await {
-                            Ok(b) => b,
-                            Err(e) => {
-                                let problem = format!("bulk response cut off: {}", error_chain(&e));
-                                attempt += 1;
-                                self.backoff(attempt, started, &problem, "bulk").await?;
-                                continue;
+                        match r.bytes().await {
+                            Err(e) => format!("bulk response cut off: {}", error_chain(&e)),
+                            Ok(body) => {
+                                let (retry, last) = self.settle(&body, batch, &mut rejected)?;
+                                batch = retry;
+                                if batch.is_empty() {
+                                    break;
+                                }
+                                last
                             }
-                        };
-                        let v: Value = serde_json::from_slice(&body)
-                            .map_err(|e| self.err(format!("unreadable bulk response: {e}")))?;
-                        let items = v["items"].as_array().cloned().unwrap_or_default();
-                        if items.len() != batch.len() {
-                            return Err(self.err(format!(
-                                "bulk response has {} items for {} operations",
-                                items.len(),
-                                batch.len()
-                            )));
                         }
-                        let mut retry = Vec::new();
-                        let mut last = String::new();
-                        for (item, (key, p)) in items.iter().zip(batch) {
-                            let result = item
-                                .as_object()
-                                .and_then(|o| o.values().next())
-                                .cloned()
-                                .unwrap_or(Value::Null);
-                            let st = result["status"].as_u64().unwrap_or(0);
-                            let is_delete = matches!(p.op, Op::Delete);
-                            if (200..300).contains(&st) || (is_delete && st == 404) {
-                                let n = if is_delete {
-                                    &self.deleted
-                                } else {
-                                    &self.indexed
-                                };
-                                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                continue;
-                            }
-                            if st == 429 || st >= 500 || st == 0 {
-                                last = format!("item HTTP {st}: {}", error_reason(&result));
-                                retry.push((key, p));
-                                continue;
-                            }
-                            let reason = format!("HTTP {st}: {}", error_reason(&result));
-                            let doc = match p.op {
-                                Op::Index(d) => d,
-                                Op::Delete => String::new(),
-                            };
-                            rejected.push(Rejection {
-                                view: p.view,
-                                index: key.0,
-                                id: key.1,
-                                reason,
-                                doc,
-                            });
-                        }
-                        batch = retry;
-                        if batch.is_empty() {
-                            break;
-                        }
-                        last
                     }
                 }
             };
@@ -480,6 +430,64 @@ impl ElasticsearchSink {
             self.backoff(attempt, started, &problem, "bulk").await?;
         }
         Ok(rejected)
+    }
+
+    /// Reads a bulk response to `batch`: counts what landed, adds what the cluster refused
+    /// for good to `rejected`, and returns the operations to retry with the last reason.
+    fn settle(
+        &self,
+        body: &[u8],
+        batch: Vec<Operation>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(Vec<Operation>, String)> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| self.err(format!("unreadable bulk response: {e}")))?;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        if items.len() != batch.len() {
+            return Err(self.err(format!(
+                "bulk response has {} items for {} operations",
+                items.len(),
+                batch.len()
+            )));
+        }
+        let mut retry = Vec::new();
+        let mut last = String::new();
+        for (item, (key, p)) in items.iter().zip(batch) {
+            let result = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let st = result["status"].as_u64().unwrap_or(0);
+            let is_delete = matches!(p.op, Op::Delete);
+            if (200..300).contains(&st) || (is_delete && st == 404) {
+                let n = if is_delete {
+                    &self.deleted
+                } else {
+                    &self.indexed
+                };
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            if st == 429 || st >= 500 || st == 0 {
+                last = format!("item HTTP {st}: {}", error_reason(&result));
+                retry.push((key, p));
+                continue;
+            }
+            let reason = format!("HTTP {st}: {}", error_reason(&result));
+            let doc = match p.op {
+                Op::Index(d) => d,
+                Op::Delete => String::new(),
+            };
+            rejected.push(Rejection {
+                view: p.view,
+                index: key.0,
+                id: key.1,
+                reason,
+                doc,
+            });
+        }
+        Ok((retry, last))
     }
 
     fn dead_letter(&mut self, rejected: &[Rejection]) -> Result<()> {
