@@ -672,11 +672,11 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             ms((pipe.processing - processing).saturating_sub(counted))
         ));
         for v in pipe.engine.view_stats() {
-            if let Some((runs, full, narrow)) = pipe.engine.rank_runs(&v.name) {
+            if let Some(r) = pipe.engine.rank_runs(&v.name) {
                 breakdown.push(format!(
-                    "{cp}\t{} runs so far\t{runs}, {full} of them over every key \
-                     ({narrow} keeping only the rows shown)",
-                    v.name
+                    "{cp}\t{} runs so far\t{}, {} of them over every key \
+                     ({} keeping only the rows shown); {} changed keys set aside",
+                    v.name, r.runs, r.full, r.narrow, r.set_aside
                 ));
             }
         }

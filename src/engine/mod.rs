@@ -20,6 +20,7 @@ pub mod keyed;
 pub mod live;
 pub mod lookup;
 mod plan;
+mod rank;
 pub mod result;
 pub mod state;
 pub mod topk;
@@ -50,6 +51,7 @@ use aggregate::{GroupState, WindowSpec};
 use derived::Derived;
 use keyed::{KeyedTable, SharedTable};
 use live::{LiveData, LiveTable};
+use rank::Rank;
 use result::{Changes, SlotHint, ViewResult};
 pub use view_file::{OutputMode, ViewDef};
 
@@ -88,6 +90,19 @@ pub struct ViewInfo {
     /// console to show its rows in that order; empty when the view has none, or when an
     /// ordering expression is not one of its output columns.
     pub order: Vec<OrderCol>,
+}
+
+/// How a ranked view has run so far (see [`Engine::rank_runs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankRuns {
+    /// Runs of its plan.
+    pub runs: u64,
+    /// Of them, runs over every key.
+    pub full: u64,
+    /// Of those, runs of the view's own plan, keeping only the rows it shows.
+    pub narrow: u64,
+    /// Changed keys set aside without a run, their rows sorting after the ranking.
+    pub set_aside: u64,
 }
 
 /// One column of a view's ORDER BY (see [`ViewInfo::order`]).
@@ -241,89 +256,7 @@ pub(crate) struct Aligned {
     /// Whether the result was computed in full once; after that, key by key.
     built: bool,
     /// Set for `ORDER BY … LIMIT n` over such rows.
-    rank: Option<Rank>,
-}
-
-/// The first n rows, in some order, of a plan aligned on its inputs' key (`top_sellers`:
-/// products by units sold), kept without reading every key each round.
-///
-/// The plan keeps more rows than the view shows (its *ranking*, [`plan::ranking_width`]).
-/// A round recomputes it over the keys the inputs changed plus the keys of the last ranking.
-/// Every other key is unchanged and ranked below each row of the last ranking; so as soon as
-/// an unchanged row of the last ranking comes out at position p of the new run, or not at all,
-/// the first p rows (all of them, if not at all) are the first p of every key, numbered
-/// alike. When that covers the n rows shown, they are the view; the rows so confirmed are the
-/// next ranking. Otherwise (every ranked row changed, or the unchanged ones all fell behind)
-/// the plan runs over everything once more. Among rows the order ties, either may be shown,
-/// as in any SQL engine.
-pub(crate) struct Rank {
-    /// n: the rows the view shows.
-    shown: usize,
-    /// The output column holding the key.
-    key_col: usize,
-    /// Keys of the rows of the last run known to be first in the order, first first (`None`:
-    /// not run yet).
-    ranking: Option<ArrayRef>,
-    /// Whether the ranking holds every row there is.
-    complete: bool,
-    /// Runs of the plan, and how many of them read every key.
-    runs: u64,
-    full_runs: u64,
-    /// The view's plan as written, keeping only the n rows shown. A run over every key made
-    /// because too many keys changed to go key by key uses it: keeping the whole ranking's
-    /// width costs more (a top-k heap of 210 rows instead of 10), and when most keys change
-    /// every round the next run goes over every key again anyway. Its n rows are still the
-    /// first n of every key, so they are a valid (short) ranking.
-    narrow: Arc<dyn ExecutionPlan>,
-    /// Runs of [`Rank::narrow`].
-    narrow_runs: u64,
-}
-
-impl Rank {
-    pub(crate) fn new(shown: usize, key_col: usize, narrow: Arc<dyn ExecutionPlan>) -> Self {
-        Rank {
-            shown,
-            key_col,
-            ranking: None,
-            complete: false,
-            runs: 0,
-            full_runs: 0,
-            narrow,
-            narrow_runs: 0,
-        }
-    }
-
-    /// How many of `rows` (a run over the keys `changed` and the keys of the `last` ranking,
-    /// in order; keys of the view's key type) are known to be the first rows of every key;
-    /// `None` when fewer than the rows shown.
-    fn confirmed(
-        &self,
-        rows: &RecordBatch,
-        last: &ArrayRef,
-        changed: &ArrayRef,
-    ) -> Result<Option<usize>> {
-        let n = rows.num_rows();
-        if self.complete {
-            // Every key was in the ranking or changed: the run saw them all.
-            return Ok(Some(n));
-        }
-        let keys = rows.column(self.key_col);
-        let conv = RowConverter::new(vec![SortField::new(keys.data_type().clone())])?;
-        let ran = conv.convert_columns(std::slice::from_ref(keys))?;
-        let last = conv.convert_columns(std::slice::from_ref(last))?;
-        let changed = conv.convert_columns(std::slice::from_ref(changed))?;
-        let changed: HashSet<_> = changed.iter().collect();
-        let at: HashMap<_, usize> = ran.iter().enumerate().map(|(p, k)| (k, p)).collect();
-        let mut confirmed = 0;
-        for key in last.iter().filter(|k| !changed.contains(k)) {
-            match at.get(&key) {
-                // Ranked below the whole run: every row of the run is confirmed.
-                None => return Ok(Some(n)),
-                Some(&p) => confirmed = confirmed.max(p + 1),
-            }
-        }
-        Ok((confirmed >= self.shown).then_some(confirmed))
-    }
+    rank: Option<Box<Rank>>,
 }
 
 pub(crate) struct CompiledView {
@@ -786,9 +719,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// For a view showing the first rows of an order: how many times its plan ran, how many
-    /// of those runs read every key, and how many of these kept only the rows shown.
-    pub fn rank_runs(&self, view: &str) -> Option<(u64, u64, u64)> {
+    /// For a view showing the first rows of an order: how its plan has run so far.
+    pub fn rank_runs(&self, view: &str) -> Option<RankRuns> {
         self.views
             .iter()
             .find(|v| v.info.name == view)
@@ -796,7 +728,12 @@ impl Engine {
                 ViewKind::Recompute {
                     aligned: Some(Aligned { rank: Some(r), .. }),
                     ..
-                } => Some((r.runs, r.full_runs, r.narrow_runs)),
+                } => Some(RankRuns {
+                    runs: r.runs,
+                    full: r.full_runs,
+                    narrow: r.narrow_runs,
+                    set_aside: r.set_aside,
+                }),
                 _ => None,
             })
     }
@@ -869,9 +806,20 @@ impl Engine {
                     aligned: Some(Aligned { rank: Some(r), .. }),
                 } => (
                     format!(
-                        "the first {} rows, recomputed over the keys its inputs changed and the {} keys ranked first last time (key: {})",
+                        "the first {} rows, recomputed over the keys its inputs changed and the {} keys ranked first last time{} (key: {})",
                         r.shown,
                         plan::ranking_width(r.shown),
+                        match &r.order {
+                            Some(o) => format!(
+                                "; a changed key whose row sorts after the last of those is set aside, where it sorts read from {}",
+                                o.reads
+                                    .iter()
+                                    .map(|(input, _)| self.input_name(*input))
+                                    .collect::<Vec<_>>()
+                                    .join(" and ")
+                            ),
+                            None => String::new(),
+                        },
                         v.info.key_names().join(", ")
                     ),
                     plan,
@@ -1007,6 +955,14 @@ impl Engine {
             Feed::Changes(Input::Table(t) | Input::Stream(t)) => {
                 format!("the changes of table {}", self.streams.streams[t].name)
             }
+        }
+    }
+
+    /// The name of a table or view read.
+    fn input_name(&self, input: Input) -> &str {
+        match input {
+            Input::View(v) => &self.views[v].info.name,
+            Input::Table(t) | Input::Stream(t) => &self.streams.streams[t].name,
         }
     }
 
@@ -1654,7 +1610,7 @@ impl Engine {
             if let Some(rank) = a.rank.as_mut() {
                 rank.runs += 1;
                 rank.full_runs += 1;
-                rank.ranking = Some(rows.column(rank.key_col).clone());
+                rank.set_ranking(&rows, rows.num_rows())?;
                 rank.complete = rows.num_rows() < width;
                 rows = rows.slice(0, rank.shown.min(rows.num_rows()));
             }
@@ -1674,10 +1630,10 @@ impl Engine {
                 aligned: Some(a),
             } if a.built => match &a.rank {
                 None => (plan.clone(), a.keys.clone(), None),
-                Some(Rank {
-                    ranking: Some(r), ..
-                }) => (plan.clone(), a.keys.clone(), Some(r.clone())),
-                Some(_) => return self.recompute(i).await,
+                Some(rank) => match &rank.ranking {
+                    Some(r) => (plan.clone(), a.keys.clone(), Some(r.clone())),
+                    None => return self.recompute(i).await,
+                },
             },
             _ => return self.recompute(i).await,
         };
@@ -1700,6 +1656,24 @@ impl Engine {
         }
         if changed.is_empty() {
             return Ok((Changes::none(), false));
+        }
+        // A ranked view sets aside the changed keys whose rows now sort after its ranking's
+        // last row: they stay outside the ranking (see `rank`). With none left, nothing shown
+        // can have changed.
+        if let Some((kept, set_aside)) = self.keys_that_may_rank(i, &changed)? {
+            if let ViewKind::Recompute {
+                aligned: Some(Aligned {
+                    rank: Some(rank), ..
+                }),
+                ..
+            } = &mut self.views[i].kind
+            {
+                rank.set_aside += set_aside as u64;
+            }
+            if kept.is_empty() {
+                return Ok((Changes::none(), false));
+            }
+            changed = vec![kept];
         }
         let held_rows = keys
             .iter()
@@ -1775,12 +1749,75 @@ impl Engine {
         };
         rank.runs += 1;
         rank.complete = rank.complete && rows.num_rows() < plan::ranking_width(rank.shown);
-        rank.ranking = Some(rows.column(rank.key_col).slice(0, confirmed));
+        rank.set_ranking(&rows, confirmed)?;
         let shown = rows.slice(0, rank.shown.min(rows.num_rows()));
         let Some(r) = v.result.as_mut() else {
             return Ok((Changes::none(), false));
         };
         Ok((r.replace_all(&shown)?, false))
+    }
+
+    /// For a ranked view that can tell where a key's row sorts from its inputs' rows
+    /// ([`rank::InputOrder`]): the changed keys (each once) that may enter its ranking, and
+    /// how many were set aside. `None`: every changed key is read.
+    fn keys_that_may_rank(
+        &self,
+        i: usize,
+        changed: &[ArrayRef],
+    ) -> Result<Option<(ArrayRef, usize)>> {
+        let ViewKind::Recompute {
+            aligned: Some(Aligned {
+                rank: Some(rank), ..
+            }),
+            ..
+        } = &self.views[i].kind
+        else {
+            return Ok(None);
+        };
+        let Some(order) = rank.input_order() else {
+            return Ok(None);
+        };
+        let parts: Vec<&dyn Array> = changed.iter().map(|a| a.as_ref()).collect();
+        let Some((keys, _)) = distinct_keys(&parts, parts.len(), usize::MAX)? else {
+            return Ok(None);
+        };
+        // Each input's columns the order reads, one row per key (null where it has none).
+        let mut cols = Vec::with_capacity(order.schema.fields().len());
+        for (input, read) in &order.reads {
+            match *input {
+                Input::Table(t) => {
+                    let Some(k) = &self.keyed[t] else {
+                        return Ok(None);
+                    };
+                    let k = keyed::read(k);
+                    let at = k.find(&keys)?;
+                    if read[..] == [k.key_col()] {
+                        // The key itself, where the table holds it: nothing to gather.
+                        let key_type = k.schema().field(k.key_col()).data_type();
+                        let held = arrow::compute::nullif(
+                            &cast(&keys, key_type)?,
+                            &arrow::compute::is_null(&at)?,
+                        )?;
+                        cols.push(held);
+                    } else {
+                        cols.extend(k.gather(read, &at)?);
+                    }
+                }
+                Input::View(v) => {
+                    let Some(r) = self.views[v].result.as_ref() else {
+                        return Ok(None);
+                    };
+                    cols.extend(r.columns_for_keys(&keys, read)?);
+                }
+                Input::Stream(_) => return Ok(None),
+            }
+        }
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
+        let rows = RecordBatch::try_new_with_options(order.schema.clone(), cols, &opts)?;
+        let keep = rank.may_rank(&keys, &order.evaluate(rows)?)?;
+        let set_aside = keys.len() - keep.len();
+        let kept = arrow::compute::take(&keys, &UInt32Array::from(keep), None)?;
+        Ok(Some((kept, set_aside)))
     }
 }
 
@@ -1806,7 +1843,9 @@ fn distinct_keys(
             .map(|p| conv.convert_columns(&[arrow::array::make_array(p.to_data())]))
             .collect::<std::result::Result<Vec<_>, _>>()?
     };
-    let mut seen: HashSet<&[u8], ahash::RandomState> = HashSet::default();
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut seen: HashSet<&[u8], ahash::RandomState> =
+        HashSet::with_capacity_and_hasher(total.min(limit.saturating_add(1)), Default::default());
     let mut picked: Vec<ArrayRef> = Vec::with_capacity(parts.len());
     let mut from_leading = 0;
     for (p, keys) in parts.iter().enumerate() {
@@ -2213,7 +2252,12 @@ mod tests {
                 plan.contains("rows, recomputed over the keys its inputs changed"),
                 "{v}: {plan}"
             );
+            assert!(plan.contains("is set aside"), "{v}: {plan}");
         }
+        assert!(engine
+            .plan_text("joined")
+            .unwrap()
+            .contains("where it sorts read from stock and products"));
         assert!(!engine
             .plan_text("by_rank")
             .unwrap()
@@ -2223,10 +2267,9 @@ mod tests {
         assert!(errs.is_empty());
         let all = Engine::new(s.clone(), &shipped).await.unwrap();
         for v in ["top_sellers", "slow_movers"] {
-            assert!(
-                all.plan_text(v).unwrap().contains("the first 10 rows"),
-                "{v}"
-            );
+            let plan = all.plan_text(v).unwrap();
+            assert!(plan.contains("the first 10 rows"), "{v}");
+            assert!(plan.contains("is set aside"), "{v}: {plan}");
         }
         // 3000 products; each round moves a few of them up or down (a small xorshift keeps it
         // reproducible).
@@ -2264,12 +2307,23 @@ mod tests {
         for round in 0..40i64 {
             // Every 7th round, the whole top of `top` falls below rows that did not change,
             // and most of the top of `joined` rises above them. Every 10th, most keys change:
-            // too many to go key by key, so the view's own plan (n rows) runs over all of
-            // them, and the next round starts from that short ranking.
+            // too many to go key by key, unless most of them can be set aside (their rows
+            // sort after the ranking). For `bottom` and `joined` they can; for `top` they
+            // all rise above it, so its own plan (n rows) runs over all of them, and its next
+            // round starts from that short ranking. Every 5th, every row at the top of `top`
+            // rises: none of its ranking is left unchanged, and the threshold alone confirms
+            // its rows.
             let moved: Vec<(usize, Option<(f64, i64)>)> = if round % 10 == 9 {
-                (0..3000)
-                    .filter(|_| next(4) != 0)
-                    .map(|n| (n, None))
+                let most: Vec<usize> = (0..3000).filter(|_| next(4) != 0).collect();
+                most.into_iter()
+                    .map(|n| (n, Some((next(100) as f64, 600 + next(100) as i64))))
+                    .collect()
+            } else if round % 5 == 4 {
+                let mut by_stock: Vec<usize> = (0..3000).collect();
+                by_stock.sort_by_key(|&n| std::cmp::Reverse(state[n].1));
+                by_stock[..300]
+                    .iter()
+                    .map(|&n| (n, Some((state[n].0, state[n].1 + 1 + next(5) as i64))))
                     .collect()
             } else if round % 7 == 6 {
                 (0..3000)
@@ -2294,7 +2348,17 @@ mod tests {
                 rows.push((n, price, stock));
             }
             let (i, b) = feed(&rows, 2000 + round);
+            let before = engine.rank_runs("top").unwrap();
             engine.process(i, b).await.unwrap();
+            if round % 5 == 4 && round % 10 != 9 {
+                // Its whole ranking rose: a run key by key, confirmed by the threshold.
+                let after = engine.rank_runs("top").unwrap();
+                assert_eq!(
+                    (after.runs - before.runs, after.full),
+                    (1, before.full),
+                    "top, round {round}"
+                );
+            }
             let now: Vec<(usize, f64, i64)> =
                 (0..3000).map(|n| (n, state[n].0, state[n].1)).collect();
             let mut fresh = Engine::new(s.clone(), &defs).await.unwrap();
@@ -2306,16 +2370,26 @@ mod tests {
                 assert_eq!(got, want, "{v} after round {round}");
             }
         }
-        // Most rounds went key by key: the ranking held. The rounds that changed most keys
-        // ran the narrow plan (and, at most, the round after each ran the wide one in full).
+        // Most rounds went key by key, or not at all: the ranking held. The rounds that
+        // changed most keys set most of them aside; where they could not (`top`), the narrow
+        // plan ran (and, at most, the round after each ran the wide one in full). `bottom`
+        // never ran in full again after its first run.
         for v in ["top", "bottom", "joined"] {
-            let (rounds, full, narrow) = engine.rank_runs(v).unwrap();
-            assert_eq!(narrow, 4, "{v}");
+            let RankRuns {
+                runs: rounds,
+                full,
+                narrow,
+                set_aside,
+            } = engine.rank_runs(v).unwrap();
             assert!(
-                rounds >= 40 && (full - narrow) * 4 < rounds,
-                "{v}: {full} of {rounds} in full, {narrow} of them narrow"
+                set_aside > 4000 && (full - narrow) * 4 < 40,
+                "{v}: {rounds} runs, {full} of them in full ({narrow} narrow), {set_aside} keys set aside"
             );
+            // Rounds whose changes were all set aside ran nothing.
+            assert!(rounds < 40, "{v}: {rounds} runs");
         }
+        assert!(engine.rank_runs("top").unwrap().narrow >= 1);
+        assert_eq!(engine.rank_runs("bottom").unwrap().full, 1);
     }
 
     /// Which GROUP BYs over a table run on its changelog, and which are recomputed.

@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::compute::SortOptions;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
 use datafusion::datasource::provider_as_source;
@@ -32,11 +34,11 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Physical
 use super::aggregate::{GroupState, WindowSpec};
 use super::functions::interval_ms;
 use super::join::{Bound, IntervalJoin, Side};
+use super::rank::{InputOrder, Rank};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
 use super::{
-    AggregateView, Aligned, CompiledView, Engine, Feed, Input, OrderCol, Rank, Step, ViewInfo,
-    ViewKind,
+    AggregateView, Aligned, CompiledView, Engine, Feed, Input, OrderCol, Step, ViewInfo, ViewKind,
 };
 use crate::error::{Error, Result};
 
@@ -548,6 +550,120 @@ impl Engine {
             _ if order.iter().all(|s| row_local(&s.expr)) => self.aligned_key(plan, inputs),
             _ => None,
         }
+    }
+
+    /// A ranked view's ORDER BY written over its inputs' own columns ([`InputOrder`]), when
+    /// each sort expression is made of the columns of the tables and views it reads (through
+    /// the joins on their key) and is shown as an output column (`order`, from
+    /// [`output_order`]). `key` is the output column of the key.
+    fn input_order(
+        &self,
+        plan: &LogicalPlan,
+        order: &[OrderCol],
+        out_schema: &SchemaRef,
+        key: usize,
+    ) -> Option<InputOrder> {
+        let mut node = plan;
+        let sort = loop {
+            match node {
+                LogicalPlan::Projection(p) => node = &p.input,
+                LogicalPlan::Limit(l) => node = &l.input,
+                LogicalPlan::Sort(s) => break s,
+                _ => return None,
+            }
+        };
+        if sort.expr.len() != order.len() {
+            return None;
+        }
+        // Down to the rows ranked, the order rewritten over them as `ordered_key` reads it.
+        let mut exprs = sort.expr.clone();
+        let mut base = sort.input.as_ref();
+        loop {
+            match base {
+                LogicalPlan::Projection(p) => {
+                    exprs = order_below(p, &exprs)?;
+                    base = &p.input;
+                }
+                LogicalPlan::Window(w) => base = &w.input,
+                _ => break,
+            }
+        }
+        let exprs: Vec<Expr> = exprs
+            .iter()
+            .map(|s| match resolve_expr(base, &s.expr) {
+                Some((e, false)) if row_local(&e) => Some(e),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        // The columns read, each with its input and its field there (nullable: an input may
+        // hold no row for a key).
+        let mut columns: Vec<Column> = Vec::new();
+        for e in &exprs {
+            let _ = e.apply(|x| {
+                if let Expr::Column(c) = x {
+                    if !columns.contains(c) {
+                        columns.push(c.clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        let mut placed = Vec::with_capacity(columns.len());
+        for c in columns {
+            let input = self.input_of(c.relation.as_ref()?)?;
+            let schema = match input {
+                Input::Table(t) => super::keyed::read(self.keyed[t].as_ref()?).schema().clone(),
+                Input::View(v) => self.views[v].info.schema.clone(),
+                Input::Stream(_) => return None,
+            };
+            let at = schema.index_of(&c.name).ok()?;
+            let field = Arc::new(schema.field(at).clone().with_nullable(true));
+            placed.push((input, at, c.relation, field));
+        }
+        // Grouped input by input, inputs in the order first met.
+        let mut reads: Vec<(Input, Vec<usize>)> = Vec::new();
+        let mut fields: Vec<(Option<TableReference>, Arc<Field>)> = Vec::new();
+        for (input, ..) in &placed {
+            if reads.iter().any(|(i, _)| i == input) {
+                continue;
+            }
+            let mine: Vec<_> = placed.iter().filter(|p| p.0 == *input).collect();
+            reads.push((*input, mine.iter().map(|p| p.1).collect()));
+            fields.extend(mine.iter().map(|p| (p.2.clone(), p.3.clone())));
+        }
+        let df = DFSchema::new_with_metadata(fields, Default::default()).ok()?;
+        let state = self.ctx.state();
+        let physical = exprs
+            .into_iter()
+            .map(|e| state.create_physical_expr(e, &df).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let types: Vec<DataType> = order
+            .iter()
+            .map(|o| out_schema.field(o.col).data_type().clone())
+            .collect();
+        let sort_fields = order
+            .iter()
+            .zip(&types)
+            .map(|(o, t)| {
+                SortField::new_with_options(
+                    t.clone(),
+                    SortOptions {
+                        descending: o.descending,
+                        nulls_first: o.nulls_first,
+                    },
+                )
+            })
+            .collect();
+        let key_type = out_schema.field(key).data_type().clone();
+        Some(InputOrder {
+            reads,
+            schema: Arc::new(df.as_arrow().clone()),
+            exprs: physical,
+            out_cols: order.iter().map(|o| o.col).collect(),
+            types,
+            rows: RowConverter::new(sort_fields).ok()?,
+            keys: RowConverter::new(vec![SortField::new(key_type)]).ok()?,
+        })
     }
 
     fn scans(&self, plan: &LogicalPlan) -> Vec<Input> {
@@ -1162,6 +1278,7 @@ impl Engine {
             .create_physical_plan(&plan)
             .await
             .map_err(|e| view_error(def, &e))?;
+        let order = output_order(&plan);
         // The first n rows of an order over such a plan: recomputed over the keys changed and
         // the keys ranked first last time (see `Rank`).
         let mut rank_inputs = Vec::new();
@@ -1180,10 +1297,11 @@ impl Engine {
                     && wide_plan.output_ordering().is_some()
                 {
                     let narrow = std::mem::replace(&mut physical, wide_plan);
+                    let by_inputs = self.input_order(&plan, &order, &out_schema, *k);
                     aligned = Some(Aligned {
                         keys: rank_inputs,
                         built: false,
-                        rank: Some(Rank::new(shown, *k, narrow)),
+                        rank: Some(Box::new(Rank::new(shown, *k, narrow, by_inputs))),
                     });
                 }
             }
@@ -1198,7 +1316,7 @@ impl Engine {
             OutputMode::Update,
             false,
         );
-        info.order = output_order(&plan);
+        info.order = order;
         let result = ViewResult::new(out_schema, key_cols)?;
         Ok(CompiledView::new(
             info,

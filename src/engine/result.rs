@@ -410,6 +410,27 @@ impl ViewResult {
         Ok(Some(self.decode(gone.iter().map(|r| &r[..]))?))
     }
 
+    /// Columns `cols` of the rows of the given keys (of the view's one key column), one value
+    /// per key: null where the view holds no row for it.
+    pub fn columns_for_keys(&self, keys: &ArrayRef, cols: &[usize]) -> Result<Vec<ArrayRef>> {
+        let keys = self.key_rows(keys)?;
+        let mut rows: Vec<&[u8]> = Vec::new();
+        let at: arrow::array::UInt32Array = self
+            .index
+            .get_batch(keys.num_rows(), |i| Some(keys.row(i).data()))
+            .into_iter()
+            .map(|s| {
+                let row = s.and_then(|s| self.slots[s].row.as_deref())?;
+                rows.push(row);
+                Some(rows.len() as u32 - 1)
+            })
+            .collect();
+        let found = self.decode(rows.into_iter())?;
+        cols.iter()
+            .map(|&c| Ok(arrow::compute::take(found.column(c), &at, None)?))
+            .collect()
+    }
+
     /// The live rows of the given keys (a view keyed by one column; keys without a row are
     /// skipped).
     pub fn rows_for_keys(&self, keys: &ArrayRef) -> Result<RecordBatch> {

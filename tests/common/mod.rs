@@ -105,16 +105,35 @@ pub async fn replay(
     batch: usize,
     out: &Path,
 ) -> BTreeMap<String, Rows> {
+    replay_engine(data, defs, batch, out).await.0
+}
+
+/// [`replay`], and the engine as the replay left it.
+pub async fn replay_engine(
+    data: &Path,
+    defs: &[ViewDef],
+    batch: usize,
+    out: &Path,
+) -> (BTreeMap<String, Rows>, Engine) {
     let source = FileSource::open(data, &streams(), batch).unwrap();
-    run_pipeline(defs, source, out).await
+    run_pipeline_engine(defs, source, out).await
 }
 
 /// Runs the views over `source` into an ndjson sink at `out` until the source is drained.
 pub async fn run_pipeline(
     defs: &[ViewDef],
-    mut source: impl runnel::source::Source,
+    source: impl runnel::source::Source,
     out: &Path,
 ) -> BTreeMap<String, Rows> {
+    run_pipeline_engine(defs, source, out).await.0
+}
+
+/// [`run_pipeline`], and the engine as the run left it.
+pub async fn run_pipeline_engine(
+    defs: &[ViewDef],
+    mut source: impl runnel::source::Source,
+    out: &Path,
+) -> (BTreeMap<String, Rows>, Engine) {
     let mut engine = match Engine::new(streams(), defs).await {
         Ok(e) => e,
         Err(e) => panic!("views do not plan: {e}"),
@@ -138,14 +157,16 @@ pub async fn run_pipeline(
     .await
     .unwrap();
     assert_eq!(summary.malformed, 0);
-    defs.iter()
+    let rows = defs
+        .iter()
         .map(|d| {
             (
                 d.name.clone(),
                 read_ndjson(&out.join(format!("{}.ndjson", d.name))),
             )
         })
-        .collect()
+        .collect();
+    (rows, engine)
 }
 
 /// Decodes every file whole and runs the batch oracle.
