@@ -202,7 +202,12 @@ pub async fn oracle(data: &Path, defs: &[ViewDef]) -> BTreeMap<String, Rows> {
 
 fn canon(v: &Value) -> String {
     match v {
-        Value::Number(n) if n.is_f64() => format!("{:.6e}", n.as_f64().unwrap_or(0.0)),
+        // Within `close`'s absolute tolerance of zero, a float is zero: an average of values
+        // that cancel out comes out as 0 or as ±3e-17, depending on the order of the sum.
+        Value::Number(n) if n.is_f64() => match n.as_f64().unwrap_or(0.0) {
+            x if x.abs() <= 1e-9 => "0".to_string(),
+            x => format!("{x:.6e}"),
+        },
         other => other.to_string(),
     }
 }
@@ -214,13 +219,14 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Rows as sortable strings (floats to 6 significant digits), sorted.
+/// Rows as sortable strings, sorted: the fields that are not floats first (they pair the rows
+/// of two results whatever the floats' last digits), then the floats to 6 significant digits.
 fn sorted(rows: &Rows) -> Vec<(String, &Map<String, Value>)> {
     let mut v: Vec<(String, &Map<String, Value>)> = rows
         .iter()
         .map(|r| {
             let mut keys: Vec<&String> = r.keys().collect();
-            keys.sort();
+            keys.sort_by_key(|k| (r[*k].is_f64(), *k));
             let s: Vec<String> = keys
                 .iter()
                 .map(|k| format!("{k}={}", canon(&r[*k])))
