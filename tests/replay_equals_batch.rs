@@ -38,12 +38,7 @@ async fn check(
 async fn shipped_views_equal_batch() {
     let data = tempfile::tempdir().unwrap();
     generate(data.path(), 7, 60_000);
-    let engine = check(data.path(), &root().join("queries"), &[97, 1000, 8192]).await;
-    // low_stock's WHERE, read from the inputs' rows, set changed products aside.
-    let set_aside = engine
-        .keys_set_aside("low_stock")
-        .expect("recomputed key by key");
-    assert!(set_aside > 0, "low_stock: {set_aside}");
+    check(data.path(), &root().join("queries"), &[97, 1000, 8192]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,11 +60,6 @@ async fn test_views_equal_batch() {
     for v in ["quiet_customers", "big_spenders"] {
         let runs = engine.rank_runs(v).expect("a ranked view");
         assert!(runs.set_aside > 0, "{v}: {runs:?}");
-    }
-    // So did the views whose WHERE rejects most changed keys.
-    for v in ["scarce_rows", "spenders"] {
-        let set_aside = engine.keys_set_aside(v).expect("recomputed key by key");
-        assert!(set_aside > 0, "{v}: {set_aside}");
     }
 }
 

@@ -12,7 +12,6 @@
 //! watermark passes its end: append-mode views emit its row then; every view drops its state.
 
 pub mod aggregate;
-mod by_key;
 mod derived;
 pub mod functions;
 mod join;
@@ -258,12 +257,6 @@ pub(crate) struct Aligned {
     built: bool,
     /// Set for `ORDER BY … LIMIT n` over such rows.
     rank: Option<Box<Rank>>,
-    /// For a view that is not ranked: what a key's row must meet to be in the view (its
-    /// WHERE), over the inputs' rows of the key. A changed key that fails it and has no row
-    /// in the view needs no run.
-    exists_if: Option<Box<by_key::InputExprs>>,
-    /// Changed keys set aside without a run so far (see `rank` and `exists_if`).
-    set_aside: u64,
 }
 
 pub(crate) struct CompiledView {
@@ -726,19 +719,6 @@ impl Engine {
         Ok(out)
     }
 
-    /// For a view recomputed key by key: how many changed keys it set aside without a run.
-    pub fn keys_set_aside(&self, view: &str) -> Option<u64> {
-        self.views
-            .iter()
-            .find(|v| v.info.name == view)
-            .and_then(|v| match &v.kind {
-                ViewKind::Recompute {
-                    aligned: Some(a), ..
-                } => Some(a.set_aside),
-                _ => None,
-            })
-    }
-
     /// For a view showing the first rows of an order: how its plan has run so far.
     pub fn rank_runs(&self, view: &str) -> Option<RankRuns> {
         self.views
@@ -746,18 +726,13 @@ impl Engine {
             .find(|v| v.info.name == view)
             .and_then(|v| match &v.kind {
                 ViewKind::Recompute {
-                    aligned:
-                        Some(Aligned {
-                            rank: Some(r),
-                            set_aside,
-                            ..
-                        }),
+                    aligned: Some(Aligned { rank: Some(r), .. }),
                     ..
                 } => Some(RankRuns {
                     runs: r.runs,
                     full: r.full_runs,
                     narrow: r.narrow_runs,
-                    set_aside: *set_aside,
+                    set_aside: r.set_aside,
                 }),
                 _ => None,
             })
@@ -837,7 +812,11 @@ impl Engine {
                         match &r.order {
                             Some(o) => format!(
                                 "; a changed key whose row sorts after the last of those is set aside, where it sorts read from {}",
-                                self.input_names(&o.by_key.reads)
+                                o.reads
+                                    .iter()
+                                    .map(|(input, _)| self.input_name(*input))
+                                    .collect::<Vec<_>>()
+                                    .join(" and ")
                             ),
                             None => String::new(),
                         },
@@ -847,17 +826,10 @@ impl Engine {
                 ),
                 ViewKind::Recompute {
                     plan,
-                    aligned: Some(a),
+                    aligned: Some(_),
                 } => (
                     format!(
-                        "recomputed for the keys its input tables and views changed{} (key: {})",
-                        match &a.exists_if {
-                            Some(e) => format!(
-                                "; a changed key whose row would fail its WHERE and is not in the view is set aside, read from {}",
-                                self.input_names(&e.reads)
-                            ),
-                            None => String::new(),
-                        },
+                        "recomputed for the keys its input tables and views changed (key: {})",
                         v.info.key_names().join(", ")
                     ),
                     plan,
@@ -986,16 +958,12 @@ impl Engine {
         }
     }
 
-    /// The names of the tables and views read, joined by "and".
-    fn input_names(&self, reads: &[(Input, Vec<usize>)]) -> String {
-        reads
-            .iter()
-            .map(|(input, _)| match *input {
-                Input::View(v) => self.views[v].info.name.as_str(),
-                Input::Table(t) | Input::Stream(t) => self.streams.streams[t].name.as_str(),
-            })
-            .collect::<Vec<_>>()
-            .join(" and ")
+    /// The name of a table or view read.
+    fn input_name(&self, input: Input) -> &str {
+        match input {
+            Input::View(v) => &self.views[v].info.name,
+            Input::Table(t) | Input::Stream(t) => &self.streams.streams[t].name,
+        }
     }
 
     async fn execute(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
@@ -1689,20 +1657,18 @@ impl Engine {
         if changed.is_empty() {
             return Ok((Changes::none(), false));
         }
-        // The changed keys whose rows cannot be in the view are set aside: for a ranked view,
-        // the rows that now sort after its ranking's last row (they stay outside it, see
-        // `rank`); for another, the rows its WHERE rejects, of keys it holds no row for. With
-        // none left, nothing shown can have changed.
-        let kept = match ranking {
-            Some(_) => self.keys_that_may_rank(i, &changed)?,
-            None => self.keys_that_may_show(i, &changed)?,
-        };
-        if let Some((kept, set_aside)) = kept {
+        // A ranked view sets aside the changed keys whose rows now sort after its ranking's
+        // last row: they stay outside the ranking (see `rank`). With none left, nothing shown
+        // can have changed.
+        if let Some((kept, set_aside)) = self.keys_that_may_rank(i, &changed)? {
             if let ViewKind::Recompute {
-                aligned: Some(a), ..
+                aligned: Some(Aligned {
+                    rank: Some(rank), ..
+                }),
+                ..
             } = &mut self.views[i].kind
             {
-                a.set_aside += set_aside as u64;
+                rank.set_aside += set_aside as u64;
             }
             if kept.is_empty() {
                 return Ok((Changes::none(), false));
@@ -1791,51 +1757,6 @@ impl Engine {
         Ok((r.replace_all(&shown)?, false))
     }
 
-    /// The columns `exprs` reads of each input, one row per key (null where the input holds
-    /// no row for it); `None` when an input is not there to read.
-    fn input_rows(
-        &self,
-        exprs: &by_key::InputExprs,
-        keys: &ArrayRef,
-    ) -> Result<Option<RecordBatch>> {
-        let mut cols = Vec::with_capacity(exprs.schema.fields().len());
-        for (input, read) in &exprs.reads {
-            match *input {
-                Input::Table(t) => {
-                    let Some(k) = &self.keyed[t] else {
-                        return Ok(None);
-                    };
-                    let k = keyed::read(k);
-                    let at = k.find(keys)?;
-                    if read[..] == [k.key_col()] {
-                        // The key itself, where the table holds it: nothing to gather.
-                        let key_type = k.schema().field(k.key_col()).data_type();
-                        let held = arrow::compute::nullif(
-                            &cast(keys, key_type)?,
-                            &arrow::compute::is_null(&at)?,
-                        )?;
-                        cols.push(held);
-                    } else {
-                        cols.extend(k.gather(read, &at)?);
-                    }
-                }
-                Input::View(v) => {
-                    let Some(r) = self.views[v].result.as_ref() else {
-                        return Ok(None);
-                    };
-                    cols.extend(r.columns_for_keys(keys, read)?);
-                }
-                Input::Stream(_) => return Ok(None),
-            }
-        }
-        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
-        Ok(Some(RecordBatch::try_new_with_options(
-            exprs.schema.clone(),
-            cols,
-            &opts,
-        )?))
-    }
-
     /// For a ranked view that can tell where a key's row sorts from its inputs' rows
     /// ([`rank::InputOrder`]): the changed keys (each once) that may enter its ranking, and
     /// how many were set aside. `None`: every changed key is read.
@@ -1856,79 +1777,48 @@ impl Engine {
         let Some(order) = rank.input_order() else {
             return Ok(None);
         };
-        let Some(keys) = distinct(changed)? else {
+        let parts: Vec<&dyn Array> = changed.iter().map(|a| a.as_ref()).collect();
+        let Some((keys, _)) = distinct_keys(&parts, parts.len(), usize::MAX)? else {
             return Ok(None);
         };
-        let Some(rows) = self.input_rows(&order.by_key, &keys)? else {
-            return Ok(None);
-        };
-        let keep = rank.may_rank(&keys, &order.evaluate(&rows)?)?;
-        let set_aside = keys.len() - keep.len();
-        let kept = arrow::compute::take(&keys, &UInt32Array::from(keep), None)?;
-        Ok(Some((kept, set_aside)))
-    }
-
-    /// For a view recomputed key by key whose WHERE can be read from its inputs' rows
-    /// ([`Aligned::exists_if`]): the changed keys (each once) that may have a row in it now or
-    /// had one, and how many were set aside. `None`: every changed key is read.
-    fn keys_that_may_show(
-        &self,
-        i: usize,
-        changed: &[ArrayRef],
-    ) -> Result<Option<(ArrayRef, usize)>> {
-        let v = &self.views[i];
-        let (
-            ViewKind::Recompute {
-                aligned:
-                    Some(Aligned {
-                        exists_if: Some(exists_if),
-                        ..
-                    }),
-                ..
-            },
-            Some(result),
-        ) = (&v.kind, v.result.as_ref())
-        else {
-            return Ok(None);
-        };
-        let Some(keys) = distinct(changed)? else {
-            return Ok(None);
-        };
-        let Some(rows) = self.input_rows(exists_if, &keys)? else {
-            return Ok(None);
-        };
-        let mut pass: Option<BooleanArray> = None;
-        for value in exists_if.evaluate(&rows)? {
-            let value = value
-                .as_boolean_opt()
-                .ok_or_else(|| Error::Config("internal: a WHERE that is not boolean".into()))?
-                .clone();
-            pass = Some(match pass {
-                Some(p) => and(&p, &value)?,
-                None => value,
-            });
+        // Each input's columns the order reads, one row per key (null where it has none).
+        let mut cols = Vec::with_capacity(order.schema.fields().len());
+        for (input, read) in &order.reads {
+            match *input {
+                Input::Table(t) => {
+                    let Some(k) = &self.keyed[t] else {
+                        return Ok(None);
+                    };
+                    let k = keyed::read(k);
+                    let at = k.find(&keys)?;
+                    if read[..] == [k.key_col()] {
+                        // The key itself, where the table holds it: nothing to gather.
+                        let key_type = k.schema().field(k.key_col()).data_type();
+                        let held = arrow::compute::nullif(
+                            &cast(&keys, key_type)?,
+                            &arrow::compute::is_null(&at)?,
+                        )?;
+                        cols.push(held);
+                    } else {
+                        cols.extend(k.gather(read, &at)?);
+                    }
+                }
+                Input::View(v) => {
+                    let Some(r) = self.views[v].result.as_ref() else {
+                        return Ok(None);
+                    };
+                    cols.extend(r.columns_for_keys(&keys, read)?);
+                }
+                Input::Stream(_) => return Ok(None),
+            }
         }
-        let Some(pass) = pass else {
-            return Ok(None);
-        };
-        let held = result.holds(&keys)?;
-        let keep: Vec<u32> = (0..keys.len())
-            .filter(|&j| held[j] || (pass.is_valid(j) && pass.value(j)))
-            .map(|j| j as u32)
-            .collect();
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
+        let rows = RecordBatch::try_new_with_options(order.schema.clone(), cols, &opts)?;
+        let keep = rank.may_rank(&keys, &order.evaluate(rows)?)?;
         let set_aside = keys.len() - keep.len();
         let kept = arrow::compute::take(&keys, &UInt32Array::from(keep), None)?;
         Ok(Some((kept, set_aside)))
     }
-}
-
-/// Each key of `parts` once, in first-seen order (nulls dropped); `None` for no parts.
-fn distinct(parts: &[ArrayRef]) -> Result<Option<ArrayRef>> {
-    if parts.is_empty() {
-        return Ok(None);
-    }
-    let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-    Ok(distinct_keys(&refs, refs.len(), usize::MAX)?.map(|(keys, _)| keys))
 }
 
 /// Each key of `parts` (arrays of one type) once, in first-seen order, nulls dropped (a null
@@ -2288,16 +2178,11 @@ mod tests {
         };
         assert!(keyed(&engine, "low"));
         assert!(keyed(&engine, "unstocked"));
-        // `low`'s WHERE can be read from the products' rows; `unstocked`'s is a NOT EXISTS.
-        let sets_aside = |e: &Engine, v: &str| e.plan_text(v).unwrap().contains("is set aside");
-        assert!(sets_aside(&engine, "low"));
-        assert!(!sets_aside(&engine, "unstocked"));
         let (shipped, errs) =
             view_file::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
         assert!(errs.is_empty());
         let all = Engine::new(s.clone(), &shipped).await.unwrap();
         assert!(keyed(&all, "low_stock"));
-        assert!(sets_aside(&all, "low_stock"));
         // NOT IN looks at every row of the subquery (one NULL empties it); a rank, at every
         // row; a join on another column, at rows of other keys.
         for v in ["not_in", "ranked", "by_stock"] {
@@ -2344,29 +2229,6 @@ mod tests {
         engine.process(i, b).await.unwrap();
         assert_eq!(rows(&mut engine, "low"), ["p2", "p3"]);
         assert_eq!(rows(&mut engine, "unstocked"), ["p3"]);
-        // Every stocked product changes and stays stocked: all of them set aside, no run, and
-        // `low` as it was.
-        let before = engine.keys_set_aside("low").unwrap();
-        let restocked: Vec<_> = ids
-            .iter()
-            .map(|f| (f.as_str(), "c", 2.0, 90, 4000))
-            .collect();
-        let (i, b) = products(&s, &restocked);
-        let out = engine.process(i, b).await.unwrap();
-        assert!(out
-            .outputs
-            .iter()
-            .all(|o| o.view.name != "low" || o.changes.is_empty()));
-        assert_eq!(engine.keys_set_aside("low").unwrap() - before, 12);
-        assert_eq!(rows(&mut engine, "low"), ["p2", "p3"]);
-        // p2 (in the view) is restocked and f0 runs low: neither is set aside.
-        let (i, b) = products(
-            &s,
-            &[("p2", "a", 11.0, 30, 5000), ("f0", "c", 2.0, 4, 5000)],
-        );
-        engine.process(i, b).await.unwrap();
-        assert_eq!(engine.keys_set_aside("low").unwrap() - before, 12);
-        assert_eq!(rows(&mut engine, "low"), ["f0", "p3"]);
     }
 
     /// `ORDER BY … LIMIT n` over rows aligned on a key is recomputed over the keys changed and

@@ -32,7 +32,6 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PhysicalExpr};
 
 use super::aggregate::{GroupState, WindowSpec};
-use super::by_key::InputExprs;
 use super::functions::interval_ms;
 use super::join::{Bound, IntervalJoin, Side};
 use super::rank::{InputOrder, Rank};
@@ -596,38 +595,6 @@ impl Engine {
                 _ => None,
             })
             .collect::<Option<_>>()?;
-        let by_key = self.input_exprs(exprs)?;
-        let types: Vec<DataType> = order
-            .iter()
-            .map(|o| out_schema.field(o.col).data_type().clone())
-            .collect();
-        let sort_fields = order
-            .iter()
-            .zip(&types)
-            .map(|(o, t)| {
-                SortField::new_with_options(
-                    t.clone(),
-                    SortOptions {
-                        descending: o.descending,
-                        nulls_first: o.nulls_first,
-                    },
-                )
-            })
-            .collect();
-        let key_type = out_schema.field(key).data_type().clone();
-        Some(InputOrder {
-            by_key,
-            out_cols: order.iter().map(|o| o.col).collect(),
-            types,
-            rows: RowConverter::new(sort_fields).ok()?,
-            keys: RowConverter::new(vec![SortField::new(key_type)]).ok()?,
-        })
-    }
-
-    /// `exprs` (over the columns of base tables and views, as [`resolve_expr`] writes them)
-    /// as expressions over the inputs' own rows of a key ([`InputExprs`]), when every column
-    /// they read is one of a keyed table or a view.
-    fn input_exprs(&self, exprs: Vec<Expr>) -> Option<InputExprs> {
         // The columns read, each with its input and its field there (nullable: an input may
         // hold no row for a key).
         let mut columns: Vec<Column> = Vec::new();
@@ -670,62 +637,33 @@ impl Engine {
             .into_iter()
             .map(|e| state.create_physical_expr(e, &df).ok())
             .collect::<Option<Vec<_>>>()?;
-        Some(InputExprs {
+        let types: Vec<DataType> = order
+            .iter()
+            .map(|o| out_schema.field(o.col).data_type().clone())
+            .collect();
+        let sort_fields = order
+            .iter()
+            .zip(&types)
+            .map(|(o, t)| {
+                SortField::new_with_options(
+                    t.clone(),
+                    SortOptions {
+                        descending: o.descending,
+                        nulls_first: o.nulls_first,
+                    },
+                )
+            })
+            .collect();
+        let key_type = out_schema.field(key).data_type().clone();
+        Some(InputOrder {
             reads,
             schema: Arc::new(df.as_arrow().clone()),
             exprs: physical,
+            out_cols: order.iter().map(|o| o.col).collect(),
+            types,
+            rows: RowConverter::new(sort_fields).ok()?,
+            keys: RowConverter::new(vec![SortField::new(key_type)]).ok()?,
         })
-    }
-
-    /// What every row of a key-aligned plan meets, over its inputs' rows of the row's key: the
-    /// predicates of the filters a row passes on its way to the top, through row-local
-    /// projections and down the sides of joins that keep only matched rows (both of an inner
-    /// join, the kept side of an outer, semi or anti join), and an inner join's ON condition.
-    /// A filter on the other side of an outer join only empties that side's columns, so it is
-    /// left out; so are an outer join's ON conditions, and filters that cannot be read from
-    /// the inputs' columns (the others still hold for every row). `None` when no filter is
-    /// left.
-    fn exists_if(&self, plan: &LogicalPlan) -> Option<InputExprs> {
-        fn collect(plan: &LogicalPlan, out: &mut Vec<Option<Expr>>) {
-            match plan {
-                LogicalPlan::Projection(p) => collect(&p.input, out),
-                LogicalPlan::SubqueryAlias(a) => collect(&a.input, out),
-                LogicalPlan::Filter(f) => {
-                    out.push(
-                        resolve_expr(&f.input, &f.predicate)
-                            .and_then(|(e, unnested)| (!unnested && row_local(&e)).then_some(e)),
-                    );
-                    collect(&f.input, out);
-                }
-                LogicalPlan::Join(j) => match j.join_type {
-                    JoinType::Inner => {
-                        // An inner join's ON condition beyond the key keeps a row or drops it.
-                        if let Some(f) = &j.filter {
-                            out.push(resolve_expr(plan, f).and_then(|(e, unnested)| {
-                                (!unnested && row_local(&e)).then_some(e)
-                            }));
-                        }
-                        collect(&j.left, out);
-                        collect(&j.right, out);
-                    }
-                    JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => {
-                        collect(&j.left, out)
-                    }
-                    JoinType::Right | JoinType::RightSemi | JoinType::RightAnti => {
-                        collect(&j.right, out)
-                    }
-                    _ => {}
-                },
-                _ => {}
-            }
-        }
-        let mut found = Vec::new();
-        collect(plan, &mut found);
-        let exprs: Vec<Expr> = found.into_iter().flatten().collect();
-        if exprs.is_empty() {
-            return None;
-        }
-        self.input_exprs(exprs)
     }
 
     fn scans(&self, plan: &LogicalPlan) -> Vec<Input> {
@@ -1333,8 +1271,6 @@ impl Engine {
                 keys: key_inputs,
                 built: false,
                 rank: None,
-                exists_if: self.exists_if(&plan).map(Box::new),
-                set_aside: 0,
             }),
             _ => None,
         };
@@ -1366,8 +1302,6 @@ impl Engine {
                         keys: rank_inputs,
                         built: false,
                         rank: Some(Box::new(Rank::new(shown, *k, narrow, by_inputs))),
-                        exists_if: None,
-                        set_aside: 0,
                     });
                 }
             }

@@ -28,19 +28,23 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, Row, RowConverter};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 
-use super::by_key::InputExprs;
+use super::Input;
 use crate::error::Result;
 
 /// A ranked view's ORDER BY written over its inputs' own columns: where a key's row sorts can
 /// be told from each input's row for that key (null where the input has none, as the join
 /// on the key makes it), without running the view's plan.
 pub(crate) struct InputOrder {
-    /// The ORDER BY expressions, one per sort column.
-    pub by_key: InputExprs,
+    /// Each input the order reads, with the columns it reads (positions in its schema).
+    pub reads: Vec<(Input, Vec<usize>)>,
+    /// Those columns, input after input: the batch the expressions run over.
+    pub schema: SchemaRef,
+    /// The ORDER BY expressions over that batch.
+    pub exprs: Vec<Arc<dyn PhysicalExpr>>,
     /// The view's output columns holding the same values, and their types.
     pub out_cols: Vec<usize>,
     pub types: Vec<DataType>,
@@ -68,10 +72,15 @@ impl InputOrder {
         Ok(self.rows.convert_columns(&cast)?)
     }
 
-    /// The sort values of the rows in `inputs` (the columns [`InputExprs::reads`], one row
+    /// The sort values of the rows in `inputs` (the columns of [`InputOrder::reads`], one row
     /// per key).
-    pub fn evaluate(&self, inputs: &RecordBatch) -> Result<arrow::row::Rows> {
-        self.to_rows(&self.by_key.evaluate(inputs)?)
+    pub fn evaluate(&self, inputs: RecordBatch) -> Result<arrow::row::Rows> {
+        let values: Vec<ArrayRef> = self
+            .exprs
+            .iter()
+            .map(|e| e.evaluate(&inputs)?.into_array(inputs.num_rows()))
+            .collect::<datafusion::error::Result<_>>()?;
+        self.to_rows(&values)
     }
 }
 
@@ -101,6 +110,8 @@ pub(crate) struct Rank {
     pub order: Option<InputOrder>,
     /// The sort values of the ranking's last row ([`InputOrder::rows`] format).
     pub threshold: Option<OwnedRow>,
+    /// Changed keys set aside so far, their rows sorting after the threshold.
+    pub set_aside: u64,
 }
 
 impl Rank {
@@ -121,6 +132,7 @@ impl Rank {
             narrow_runs: 0,
             order,
             threshold: None,
+            set_aside: 0,
         }
     }
 

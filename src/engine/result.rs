@@ -410,17 +410,6 @@ impl ViewResult {
         Ok(Some(self.decode(gone.iter().map(|r| &r[..]))?))
     }
 
-    /// Whether the view holds a row for each of the given keys (of its one key column).
-    pub fn holds(&self, keys: &ArrayRef) -> Result<Vec<bool>> {
-        let keys = self.key_rows(keys)?;
-        Ok(self
-            .index
-            .get_batch(keys.num_rows(), |i| Some(keys.row(i).data()))
-            .into_iter()
-            .map(|s| s.is_some_and(|s| self.slots[s].row.is_some()))
-            .collect())
-    }
-
     /// Columns `cols` of the rows of the given keys (of the view's one key column), one value
     /// per key: null where the view holds no row for it.
     pub fn columns_for_keys(&self, keys: &ArrayRef, cols: &[usize]) -> Result<Vec<ArrayRef>> {
