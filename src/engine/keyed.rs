@@ -173,6 +173,38 @@ impl KeyedTable {
             .collect()
     }
 
+    /// Columns `cols` of the rows of the given keys, one value per key: null where the table
+    /// holds no row for it. The key column is the key itself where the table holds it, with
+    /// nothing to gather.
+    pub fn columns_for_keys(&self, keys: &ArrayRef, cols: &[usize]) -> Result<Vec<ArrayRef>> {
+        let at = self.find(keys)?;
+        let others: Vec<usize> = cols
+            .iter()
+            .copied()
+            .filter(|&c| c != self.key_col)
+            .collect();
+        let gathered = if others.is_empty() {
+            Vec::new()
+        } else {
+            self.gather(&others, &at)?
+        };
+        let mut gathered = gathered.into_iter();
+        cols.iter()
+            .map(|&c| {
+                if c != self.key_col {
+                    return gathered
+                        .next()
+                        .ok_or_else(|| Error::Config("internal: a column not gathered".into()));
+                }
+                let key_type = self.schema.field(c).data_type();
+                Ok(arrow::compute::nullif(
+                    &arrow::compute::cast(keys, key_type)?,
+                    &arrow::compute::is_null(&at)?,
+                )?)
+            })
+            .collect()
+    }
+
     /// The live rows of the given keys (keys without a row are skipped).
     pub fn rows_for_keys(&self, keys: &ArrayRef) -> Result<RecordBatch> {
         let at: UInt32Array = self.find(keys)?.iter().flatten().map(Some).collect();

@@ -1789,19 +1789,7 @@ impl Engine {
                     let Some(k) = &self.keyed[t] else {
                         return Ok(None);
                     };
-                    let k = keyed::read(k);
-                    let at = k.find(&keys)?;
-                    if read[..] == [k.key_col()] {
-                        // The key itself, where the table holds it: nothing to gather.
-                        let key_type = k.schema().field(k.key_col()).data_type();
-                        let held = arrow::compute::nullif(
-                            &cast(&keys, key_type)?,
-                            &arrow::compute::is_null(&at)?,
-                        )?;
-                        cols.push(held);
-                    } else {
-                        cols.extend(k.gather(read, &at)?);
-                    }
+                    cols.extend(keyed::read(k).columns_for_keys(&keys, read)?);
                 }
                 Input::View(v) => {
                     let Some(r) = self.views[v].result.as_ref() else {
