@@ -755,6 +755,58 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     }
 }
 
+/// `RUNNEL_BENCH_HOLD=N` (for a profiler): default traffic, all views of the flatness tables,
+/// brought to N events, then slices of the same size as theirs for `RUNNEL_BENCH_HOLD_SECS`
+/// seconds (default 20), each slice's rate printed. "holding" is printed, with the process id,
+/// when the steady part starts, so that `perf record -p` can attach to it alone.
+fn hold(at: usize) {
+    let secs: f64 = std::env::var("RUNNEL_BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20.0);
+    // With RUNNEL_BENCH_HOLD_RESTART set, each slice starts from a new engine brought to N
+    // events, so that a small N stays small (otherwise the slices carry the state onwards).
+    let restart = std::env::var_os("RUNNEL_BENCH_HOLD_RESTART").is_some();
+    let (streams, mut defs) = catalog();
+    if let Ok(only) = std::env::var("RUNNEL_BENCH_VIEWS") {
+        let only: Vec<&str> = only.split(',').collect();
+        defs.retain(|d| only.contains(&d.name.as_str()));
+    }
+    let rt = rt();
+    let batch = batch();
+    let lane = || {
+        let gen = Generator::new(
+            4,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        let mut pipe = rt.block_on(Pipe::new(&streams, &defs));
+        let mut feed = Feed::with(&streams, gen);
+        let mut done = 0;
+        while done < at {
+            let round = feed.round(batch);
+            done += batch;
+            rt.block_on(pipe.run(&[round]));
+        }
+        (pipe, feed)
+    };
+    let (mut pipe, mut feed) = lane();
+    let per_slice = rounds_for(5 * BATCH);
+    println!("holding after {at} events, pid {}", std::process::id());
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let rounds: Vec<_> = (0..per_slice).map(|_| feed.round(batch)).collect();
+        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        let t = Instant::now();
+        rt.block_on(pipe.run(&rounds));
+        println!("{:.0} events/s", n as f64 / t.elapsed().as_secs_f64());
+        if restart {
+            (pipe, feed) = lane();
+        }
+    }
+}
+
 /// Cumulative time per view and per keyed table.
 fn busy(engine: &Engine) -> Vec<(String, std::time::Duration)> {
     let mut out: Vec<_> = engine
@@ -781,6 +833,13 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|a| a == "--bench") {
         // RUNNEL_BENCH_FLATNESS=default|fixed|join runs one of the three tables only.
+        if let Some(at) = std::env::var("RUNNEL_BENCH_HOLD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            hold(at);
+            return;
+        }
         let only = std::env::var("RUNNEL_BENCH_FLATNESS").ok();
         let want = |t: &str| only.as_deref().is_none_or(|o| o == t);
         if want("default") {

@@ -77,19 +77,101 @@ enum Fast {
     CountDistinct,
 }
 
-/// One aggregate's state for every slot.
+/// A cache line of aggregate state: eight cells.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct Line([u64; 8]);
+
+/// The state of every aggregate kept in columns ([`Column`]), for every slot: a group's
+/// cells side by side, cell 0 its flags (bit `k` set once column `k` has seen a non-NULL
+/// value), then each column's cells (an integer, or a float's bits; avg, a count and a sum).
+///
+/// A round touches thousands of groups whose state its decoding has pushed out of the caches.
+/// With one array per aggregate, merging a group's partial row loaded one cache line per
+/// aggregate (two for a sum, with its flag); here a group's cells are one line (up to eight
+/// cells; a group never straddles two), loaded once, ahead of the merge ([`Cells::prefetch`]).
+#[derive(Debug, Default)]
+struct Cells {
+    lines: Vec<Line>,
+    /// Cells per group: a power of two up to 8, or a multiple of 8 (0: no column state).
+    stride: usize,
+}
+
+impl Cells {
+    fn new(width: usize) -> Cells {
+        let stride = match width {
+            0 => 0,
+            1..=8 => width.next_power_of_two(),
+            _ => width.div_ceil(8) * 8,
+        };
+        Cells {
+            lines: Vec::new(),
+            stride,
+        }
+    }
+
+    #[inline]
+    fn get(&self, slot: usize, cell: usize) -> u64 {
+        let i = slot * self.stride + cell;
+        self.lines[i >> 3].0[i & 7]
+    }
+
+    #[inline]
+    fn set(&mut self, slot: usize, cell: usize, v: u64) {
+        let i = slot * self.stride + cell;
+        self.lines[i >> 3].0[i & 7] = v;
+    }
+
+    /// Whether `slot` has cells (it had a group once).
+    fn holds(&self, slot: usize) -> bool {
+        (slot + 1) * self.stride <= self.lines.len() * 8
+    }
+
+    /// Makes room for `slot` and zeroes its cells.
+    fn reset(&mut self, slot: usize) {
+        if self.stride == 0 {
+            return;
+        }
+        let end = ((slot + 1) * self.stride).div_ceil(8);
+        if self.lines.len() < end {
+            self.lines
+                .resize(end.max(self.lines.len() * 2), Line::default());
+        }
+        for c in 0..self.stride {
+            self.set(slot, c, 0);
+        }
+    }
+
+    /// Starts loading `slot`'s cells.
+    #[inline]
+    fn prefetch(&self, slot: usize) {
+        if let Some(l) = self.lines.get((slot * self.stride) >> 3) {
+            crate::engine::key_index::prefetch(l);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.lines.clear();
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.lines.len() * 64
+    }
+}
+
+/// One aggregate's state for every slot: its cells in [`Cells`].
 #[derive(Debug)]
 struct Column {
     kind: Fast,
-    ints: Vec<i64>,
-    floats: Vec<f64>,
-    counts: Vec<u64>,
-    /// Whether the slot has seen a non-NULL value (sum, min, max: NULL until then).
-    valid: Vec<bool>,
+    /// Its first cell in each group's cells.
+    cell: usize,
+    /// Its flag in cell 0: the slot has seen a non-NULL value (sum, min, max: NULL until then;
+    /// count: always set).
+    bit: u64,
     /// min/max over a changelog: every value each group holds, with its multiplicity (floats
     /// as their total-order bits, see [`float_key`]), so a value can be taken back out.
     bags: Option<Vec<BTreeMap<i64, u32>>>,
-    /// count(DISTINCT x): the values each group has seen (its count is in `ints`).
+    /// count(DISTINCT x): the values each group has seen (its count is in its cell).
     distinct: Option<Distinct>,
 }
 
@@ -260,13 +342,14 @@ impl Fast {
     }
 }
 
-/// Folds non-NULL partial values into their slots: the first value a slot sees is taken as it
-/// is, later ones are combined with what the slot holds.
+/// Folds non-NULL partial values into their slots' cell: the first value a slot sees is
+/// taken as it is, later ones are combined with what the slot holds.
 fn merge_values<T: arrow::datatypes::ArrowPrimitiveType>(
     values: &arrow::array::PrimitiveArray<T>,
     slots: &[usize],
-    store: &mut [T::Native],
-    valid: &mut [bool],
+    cells: &mut Cells,
+    (cell, bit): (usize, u64),
+    (to, from): (fn(T::Native) -> u64, fn(u64) -> T::Native),
     combine: fn(T::Native, T::Native) -> T::Native,
 ) {
     for (i, &s) in slots.iter().enumerate() {
@@ -274,24 +357,41 @@ fn merge_values<T: arrow::datatypes::ArrowPrimitiveType>(
             continue;
         }
         let v = values.value(i);
-        store[s] = if valid[s] { combine(store[s], v) } else { v };
-        valid[s] = true;
+        let flags = cells.get(s, 0);
+        let merged = if flags & bit != 0 {
+            combine(from(cells.get(s, cell)), v)
+        } else {
+            v
+        };
+        cells.set(s, cell, to(merged));
+        cells.set(s, 0, flags | bit);
     }
 }
 
+const INT: (fn(i64) -> u64, fn(u64) -> i64) = (|v| v as u64, |c| c as i64);
+const FLOAT: (fn(f64) -> u64, fn(u64) -> f64) = (f64::to_bits, f64::from_bits);
+
 impl Column {
-    /// A column for aggregates of `kind`, whose partial state has the types `state`.
-    fn new(kind: Fast, state: &[DataType]) -> Result<Self> {
+    /// The number of cells a column of `kind` takes in each group's cells.
+    fn width(kind: Fast) -> usize {
+        if kind == Fast::Avg {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// A column for aggregates of `kind`, whose partial state has the types `state`, at `cell`
+    /// with flag `bit`.
+    fn new(kind: Fast, state: &[DataType], cell: usize, bit: u64) -> Result<Self> {
         let distinct = match (kind, state) {
             (Fast::CountDistinct, [DataType::List(item)]) => Some(Distinct::new(item.data_type())?),
             _ => None,
         };
         Ok(Column {
             kind,
-            ints: Vec::new(),
-            floats: Vec::new(),
-            counts: Vec::new(),
-            valid: Vec::new(),
+            cell,
+            bit,
             bags: None,
             distinct,
         })
@@ -346,8 +446,43 @@ impl Column {
         Ok(())
     }
 
+    fn valid(&self, cells: &Cells, slot: usize) -> bool {
+        cells.get(slot, 0) & self.bit != 0
+    }
+
+    fn set_valid(&self, cells: &mut Cells, slot: usize, valid: bool) {
+        let flags = cells.get(slot, 0);
+        let flags = if valid {
+            flags | self.bit
+        } else {
+            flags & !self.bit
+        };
+        cells.set(slot, 0, flags);
+    }
+
+    fn int(&self, cells: &Cells, slot: usize) -> i64 {
+        cells.get(slot, self.cell) as i64
+    }
+
+    fn float(&self, cells: &Cells, slot: usize) -> f64 {
+        f64::from_bits(cells.get(slot, self.cell))
+    }
+
+    /// avg: the count of values, and their sum.
+    fn avg_state(&self, cells: &Cells, slot: usize) -> (u64, f64) {
+        (
+            cells.get(slot, self.cell),
+            f64::from_bits(cells.get(slot, self.cell + 1)),
+        )
+    }
+
+    fn set_avg_state(&self, cells: &mut Cells, slot: usize, (n, sum): (u64, f64)) {
+        cells.set(slot, self.cell, n);
+        cells.set(slot, self.cell + 1, sum.to_bits());
+    }
+
     /// Sets each slot's min or max from its bag.
-    fn refresh(&mut self, slots: &[usize]) {
+    fn refresh(&mut self, cells: &mut Cells, slots: &[usize]) {
         let Some(bags) = self.bags.as_ref() else {
             return;
         };
@@ -359,57 +494,43 @@ impl Column {
             } else {
                 bag.first_key_value()
             };
-            self.valid[s] = held.is_some();
+            self.set_valid(cells, s, held.is_some());
             let k = held.map_or(0, |(&k, _)| k);
-            match self.kind {
-                Fast::MinFloat | Fast::MaxFloat => self.floats[s] = key_float(k),
-                _ => self.ints[s] = k,
-            }
+            let cell = match self.kind {
+                Fast::MinFloat | Fast::MaxFloat => key_float(k).to_bits(),
+                _ => k as u64,
+            };
+            cells.set(s, self.cell, cell);
         }
     }
 
-    /// Makes room for `slot` and resets it to the empty state.
-    fn reset(&mut self, slot: usize) {
-        if self.valid.len() <= slot {
-            let n = slot + 1;
-            self.valid.resize(n, false);
-            match self.kind {
-                Fast::Count | Fast::CountDistinct | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
-                    self.ints.resize(n, 0)
-                }
-                Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats.resize(n, 0.0),
-                Fast::Avg => {
-                    self.floats.resize(n, 0.0);
-                    self.counts.resize(n, 0);
-                }
-            }
+    /// Resets `slot` to the empty state, its cells zeroed by [`Cells::reset`] already.
+    fn reset(&mut self, cells: &mut Cells, slot: usize) {
+        if matches!(self.kind, Fast::Count | Fast::CountDistinct) {
+            self.set_valid(cells, slot, true);
         }
-        self.valid[slot] = matches!(self.kind, Fast::Count | Fast::CountDistinct);
         if let Some(bag) = self.bags.as_mut().and_then(|b| b.get_mut(slot)) {
             bag.clear();
         }
         if let Some(d) = self.distinct.as_mut() {
             d.reset(slot);
         }
-        match self.kind {
-            Fast::Count | Fast::CountDistinct | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
-                self.ints[slot] = 0
-            }
-            Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => self.floats[slot] = 0.0,
-            Fast::Avg => {
-                self.floats[slot] = 0.0;
-                self.counts[slot] = 0;
-            }
-        }
     }
 
     /// Merges partial state rows into their slots (`slots[i]` for row `i`). With `retract`,
     /// the rows are taken out instead (count, sum and avg; min and max take theirs out of their
     /// bags through [`GroupState::apply_raw`]: see [`GroupState::retraction`]).
-    fn merge(&mut self, state: &[ArrayRef], slots: &[usize], retract: bool) -> Result<()> {
+    fn merge(
+        &mut self,
+        cells: &mut Cells,
+        state: &[ArrayRef],
+        slots: &[usize],
+        retract: bool,
+    ) -> Result<()> {
         if retract {
-            return self.retract(state, slots);
+            return self.retract(cells, state, slots);
         }
+        let at = (self.cell, self.bit);
         match self.kind {
             Fast::CountDistinct => {
                 let Some(d) = self.distinct.as_mut() else {
@@ -418,7 +539,8 @@ impl Column {
                     ));
                 };
                 for (&s, n) in slots.iter().zip(d.merge(&state[0], slots)?) {
-                    self.ints[s] += n;
+                    let held = cells.get(s, at.0) as i64;
+                    cells.set(s, at.0, (held + n) as u64);
                 }
             }
             Fast::Count | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
@@ -431,8 +553,9 @@ impl Column {
                 merge_values(
                     a.as_primitive::<Int64Type>(),
                     slots,
-                    &mut self.ints,
-                    &mut self.valid,
+                    cells,
+                    at,
+                    INT,
                     combine,
                 );
             }
@@ -445,8 +568,9 @@ impl Column {
                 merge_values(
                     state[0].as_primitive::<Float64Type>(),
                     slots,
-                    &mut self.floats,
-                    &mut self.valid,
+                    cells,
+                    at,
+                    FLOAT,
                     combine,
                 );
             }
@@ -454,12 +578,14 @@ impl Column {
                 let c = state[0].as_primitive::<UInt64Type>();
                 let v = state[1].as_primitive::<Float64Type>();
                 for (i, &s) in slots.iter().enumerate() {
+                    let (mut n, mut sum) = self.avg_state(cells, s);
                     if !c.is_null(i) {
-                        self.counts[s] += c.value(i);
+                        n += c.value(i);
                     }
                     if !v.is_null(i) {
-                        self.floats[s] += v.value(i);
+                        sum += v.value(i);
                     }
+                    self.set_avg_state(cells, s, (n, sum));
                 }
             }
         }
@@ -468,16 +594,20 @@ impl Column {
 
     /// Takes partial state rows out of their slots. Wrapping arithmetic: a retraction that
     /// arrives before the row it retracts (both in one round) comes out even.
-    fn retract(&mut self, state: &[ArrayRef], slots: &[usize]) -> Result<()> {
+    fn retract(&mut self, cells: &mut Cells, state: &[ArrayRef], slots: &[usize]) -> Result<()> {
         match self.kind {
             Fast::Count | Fast::SumInt => {
                 let a = cast(&state[0], &DataType::Int64)?;
                 let a = a.as_primitive::<Int64Type>();
                 for (i, &s) in slots.iter().enumerate() {
                     if !a.is_null(i) {
-                        let held = if self.valid[s] { self.ints[s] } else { 0 };
-                        self.ints[s] = held.wrapping_sub(a.value(i));
-                        self.valid[s] = true;
+                        let held = if self.valid(cells, s) {
+                            self.int(cells, s)
+                        } else {
+                            0
+                        };
+                        cells.set(s, self.cell, held.wrapping_sub(a.value(i)) as u64);
+                        self.set_valid(cells, s, true);
                     }
                 }
             }
@@ -485,9 +615,13 @@ impl Column {
                 let v = state[0].as_primitive::<Float64Type>();
                 for (i, &s) in slots.iter().enumerate() {
                     if !v.is_null(i) {
-                        self.floats[s] =
-                            if self.valid[s] { self.floats[s] } else { 0.0 } - v.value(i);
-                        self.valid[s] = true;
+                        let held = if self.valid(cells, s) {
+                            self.float(cells, s)
+                        } else {
+                            0.0
+                        };
+                        cells.set(s, self.cell, (held - v.value(i)).to_bits());
+                        self.set_valid(cells, s, true);
                     }
                 }
             }
@@ -495,12 +629,14 @@ impl Column {
                 let c = state[0].as_primitive::<UInt64Type>();
                 let v = state[1].as_primitive::<Float64Type>();
                 for (i, &s) in slots.iter().enumerate() {
+                    let (mut n, mut sum) = self.avg_state(cells, s);
                     if !c.is_null(i) {
-                        self.counts[s] = self.counts[s].wrapping_sub(c.value(i));
+                        n = n.wrapping_sub(c.value(i));
                     }
                     if !v.is_null(i) {
-                        self.floats[s] -= v.value(i);
+                        sum -= v.value(i);
                     }
+                    self.set_avg_state(cells, s, (n, sum));
                 }
             }
             // Kept in bags: the raw values come back out through `GroupState::apply_raw`.
@@ -515,26 +651,29 @@ impl Column {
     }
 
     /// Final values of the given slots, typed `out`.
-    fn evaluate(&self, slots: &[usize], out: &DataType) -> Result<ArrayRef> {
+    fn evaluate(&self, cells: &Cells, slots: &[usize], out: &DataType) -> Result<ArrayRef> {
         let arr: ArrayRef = match self.kind {
             Fast::Count | Fast::CountDistinct | Fast::SumInt | Fast::MinInt | Fast::MaxInt => {
                 Arc::new(
                     slots
                         .iter()
-                        .map(|&s| self.valid[s].then(|| self.ints[s]))
+                        .map(|&s| self.valid(cells, s).then(|| self.int(cells, s)))
                         .collect::<Int64Array>(),
                 )
             }
             Fast::SumFloat | Fast::MinFloat | Fast::MaxFloat => Arc::new(
                 slots
                     .iter()
-                    .map(|&s| self.valid[s].then(|| self.floats[s]))
+                    .map(|&s| self.valid(cells, s).then(|| self.float(cells, s)))
                     .collect::<Float64Array>(),
             ),
             Fast::Avg => Arc::new(
                 slots
                     .iter()
-                    .map(|&s| (self.counts[s] > 0).then(|| self.floats[s] / self.counts[s] as f64))
+                    .map(|&s| {
+                        let (n, sum) = self.avg_state(cells, s);
+                        (n > 0).then(|| sum / n as f64)
+                    })
                     .collect::<Float64Array>(),
             ),
         };
@@ -546,19 +685,19 @@ impl Column {
     }
 
     /// Partial state of the given slots, typed as `fields` (the partial plan's state columns).
-    fn state(&self, slots: &[usize], fields: &[DataType]) -> Result<Vec<ArrayRef>> {
+    fn state(&self, cells: &Cells, slots: &[usize], fields: &[DataType]) -> Result<Vec<ArrayRef>> {
         Ok(match self.kind {
             Fast::Avg => vec![
                 Arc::new(
                     slots
                         .iter()
-                        .map(|&s| Some(self.counts[s]))
+                        .map(|&s| Some(self.avg_state(cells, s).0))
                         .collect::<UInt64Array>(),
                 ),
                 Arc::new(
                     slots
                         .iter()
-                        .map(|&s| Some(self.floats[s]))
+                        .map(|&s| Some(self.avg_state(cells, s).1))
                         .collect::<Float64Array>(),
                 ),
             ],
@@ -570,21 +709,16 @@ impl Column {
                     ))
                 }
             },
-            _ => vec![self.evaluate(slots, &fields[0])?],
+            _ => vec![self.evaluate(cells, slots, &fields[0])?],
         })
     }
 
     fn size_bytes(&self) -> usize {
-        self.ints.len() * 8
-            + self.floats.len() * 8
-            + self.counts.len() * 8
-            + self.valid.len()
-            + self
-                .bags
-                .iter()
-                .flatten()
-                .map(|b| b.len() * 32)
-                .sum::<usize>()
+        self.bags
+            .iter()
+            .flatten()
+            .map(|b| b.len() * 32)
+            .sum::<usize>()
             + self.distinct.as_ref().map_or(0, |d| d.size_bytes())
     }
 }
@@ -598,6 +732,8 @@ pub struct GroupState {
     state_types: Vec<Vec<DataType>>,
     /// Column state of the aggregates that have it (`None`: one `Accumulator` per group).
     columns: Vec<Option<Column>>,
+    /// The columns' cells.
+    cells: Cells,
     num_group_cols: usize,
     converter: RowConverter,
     /// Output schema: group columns, then one column per aggregate.
@@ -628,17 +764,30 @@ impl GroupState {
             })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let state_widths = state_types.iter().map(|t| t.len()).collect();
-        let columns = aggs
-            .iter()
-            .zip(&state_types)
-            .map(|(a, t)| Fast::of(a, t).map(|k| Column::new(k, t)).transpose())
-            .collect::<Result<Vec<_>>>()?;
+        // Cell 0 holds the flags, one bit per column: past 64 columns, an aggregate keeps an
+        // `Accumulator` per group instead.
+        let (mut width, mut bits) = (1, 0);
+        let mut columns = Vec::with_capacity(aggs.len());
+        for (a, t) in aggs.iter().zip(&state_types) {
+            let column = match Fast::of(a, t) {
+                Some(kind) if bits < 64 => {
+                    let c = Column::new(kind, t, width, 1 << bits)?;
+                    width += Column::width(kind);
+                    bits += 1;
+                    Some(c)
+                }
+                _ => None,
+            };
+            columns.push(column);
+        }
+        let cells = Cells::new(if bits == 0 { 0 } else { width });
         let converter = row_converter(group_schema.fields())?;
         Ok(GroupState {
             aggs,
             state_widths,
             state_types,
             columns,
+            cells,
             num_group_cols: group_schema.fields().len(),
             converter,
             out_schema,
@@ -717,6 +866,7 @@ impl GroupState {
                 .flatten()
                 .map(|c| c.size_bytes())
                 .sum::<usize>()
+            + self.cells.size_bytes()
     }
 
     /// Merges one batch of partial aggregate state (group columns, then each aggregate's state
@@ -786,8 +936,9 @@ impl GroupState {
                             self.slots.len() - 1
                         }
                     };
+                    self.cells.reset(s);
                     for c in self.columns.iter_mut().flatten() {
-                        c.reset(s);
+                        c.reset(&mut self.cells, s);
                     }
                     self.slots[s] = Some(Slot {
                         key: key.into(),
@@ -809,6 +960,11 @@ impl GroupState {
                     s
                 }
             };
+            // Its cells and its entry are loaded while the next rows are looked up.
+            self.cells.prefetch(slot);
+            if let Some(m) = self.meta.get(slot) {
+                crate::engine::key_index::prefetch(m);
+            }
             row_slots.push(slot);
             touched.push(slot);
             if !slow {
@@ -831,7 +987,12 @@ impl GroupState {
         let mut col = g;
         for (c, &w) in self.columns.iter_mut().zip(&self.state_widths) {
             if let Some(c) = c {
-                c.merge(&partial.columns()[col..col + w], &row_slots, retract)?;
+                c.merge(
+                    &mut self.cells,
+                    &partial.columns()[col..col + w],
+                    &row_slots,
+                    retract,
+                )?;
             }
             col += w;
         }
@@ -884,7 +1045,7 @@ impl GroupState {
         for j in 0..self.aggs.len() {
             let field = self.out_schema.field(self.num_group_cols + j);
             if let Some(c) = &self.columns[j] {
-                cols.push(c.evaluate(&live, field.data_type())?);
+                cols.push(c.evaluate(&self.cells, &live, field.data_type())?);
                 continue;
             }
             let mut vals = Vec::with_capacity(slots.len());
@@ -944,7 +1105,7 @@ impl GroupState {
         cols.extend(self.group_columns(&live)?);
         for (j, &w) in self.state_widths.iter().enumerate() {
             if let Some(c) = &self.columns[j] {
-                cols.extend(c.state(&live, &self.state_types[j])?);
+                cols.extend(c.state(&self.cells, &live, &self.state_types[j])?);
                 continue;
             }
             let mut per_col: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); w];
@@ -1036,7 +1197,7 @@ impl GroupState {
     /// The value of the `j`th aggregate, a count, for a group.
     pub fn count(&self, j: usize, slot: usize) -> i64 {
         match &self.columns[j] {
-            Some(c) if c.kind == Fast::Count => c.ints.get(slot).copied().unwrap_or(0),
+            Some(c) if c.kind == Fast::Count && self.cells.holds(slot) => c.int(&self.cells, slot),
             _ => 0,
         }
     }
@@ -1095,7 +1256,7 @@ impl GroupState {
     /// Sets the min and max of the given groups from their kept values.
     pub fn refresh(&mut self, slots: &[usize]) {
         for c in self.columns.iter_mut().flatten() {
-            c.refresh(slots);
+            c.refresh(&mut self.cells, slots);
         }
     }
 
@@ -1109,6 +1270,7 @@ impl GroupState {
                 d.clear();
             }
         }
+        self.cells.clear();
         self.index.clear();
         self.slots.clear();
         self.meta.clear();
