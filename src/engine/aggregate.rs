@@ -349,7 +349,7 @@ fn merge_values<T: arrow::datatypes::ArrowPrimitiveType>(
     slots: &[usize],
     cells: &mut Cells,
     (cell, bit): (usize, u64),
-    (to, from): (fn(T::Native) -> u64, fn(u64) -> T::Native),
+    (to, from): Bits<T::Native>,
     combine: fn(T::Native, T::Native) -> T::Native,
 ) {
     for (i, &s) in slots.iter().enumerate() {
@@ -368,8 +368,11 @@ fn merge_values<T: arrow::datatypes::ArrowPrimitiveType>(
     }
 }
 
-const INT: (fn(i64) -> u64, fn(u64) -> i64) = (|v| v as u64, |c| c as i64);
-const FLOAT: (fn(f64) -> u64, fn(u64) -> f64) = (f64::to_bits, f64::from_bits);
+/// How a value is kept in a cell, and read back.
+type Bits<T> = (fn(T) -> u64, fn(u64) -> T);
+
+const INT: Bits<i64> = (|v| v as u64, |c| c as i64);
+const FLOAT: Bits<f64> = (f64::to_bits, f64::from_bits);
 
 impl Column {
     /// The number of cells a column of `kind` takes in each group's cells.
