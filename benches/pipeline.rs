@@ -8,6 +8,8 @@
 //! flatness tables over some views only (for profiling one). `RUNNEL_BENCH_BATCH=N` sets the
 //! events per round of the `pipeline` group and the flatness tables (default: `runnel run
 //! --batch-size`'s default, 32768); the events measured stay about the same.
+//! `RUNNEL_BENCH_HOLD=N` replaces the flatness tables with a steady run for a profiler (see
+//! `hold`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -581,11 +583,7 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
     let (streams, mut defs) = if join_only { day_join() } else { catalog() };
-    // RUNNEL_BENCH_VIEWS=a,b: only these views (name the views they read too), to profile one.
-    if let Ok(only) = std::env::var("RUNNEL_BENCH_VIEWS") {
-        let only: Vec<&str> = only.split(',').collect();
-        defs.retain(|d| only.contains(&d.name.as_str()));
-    }
+    only_chosen(&mut defs);
     let rt = rt();
     let lane = || {
         let mut gen = Generator::new(
@@ -755,6 +753,14 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
     }
 }
 
+/// `RUNNEL_BENCH_VIEWS=a,b`: only these views (name the views they read too), to profile one.
+fn only_chosen(defs: &mut Vec<ViewDef>) {
+    if let Ok(only) = std::env::var("RUNNEL_BENCH_VIEWS") {
+        let only: Vec<&str> = only.split(',').collect();
+        defs.retain(|d| only.contains(&d.name.as_str()));
+    }
+}
+
 /// `RUNNEL_BENCH_HOLD=N` (for a profiler): default traffic, all views of the flatness tables,
 /// brought to N events, then slices of the same size as theirs for `RUNNEL_BENCH_HOLD_SECS`
 /// seconds (default 20), each slice's rate printed. "holding" is printed, with the process id,
@@ -768,10 +774,7 @@ fn hold(at: usize) {
     // events, so that a small N stays small (otherwise the slices carry the state onwards).
     let restart = std::env::var_os("RUNNEL_BENCH_HOLD_RESTART").is_some();
     let (streams, mut defs) = catalog();
-    if let Ok(only) = std::env::var("RUNNEL_BENCH_VIEWS") {
-        let only: Vec<&str> = only.split(',').collect();
-        defs.retain(|d| only.contains(&d.name.as_str()));
-    }
+    only_chosen(&mut defs);
     let rt = rt();
     let batch = batch();
     let lane = || {
@@ -832,7 +835,6 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|a| a == "--bench") {
-        // RUNNEL_BENCH_FLATNESS=default|fixed|join runs one of the three tables only.
         if let Some(at) = std::env::var("RUNNEL_BENCH_HOLD")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -840,6 +842,7 @@ fn main() {
             hold(at);
             return;
         }
+        // RUNNEL_BENCH_FLATNESS=default|fixed|join runs one of the three tables only.
         let only = std::env::var("RUNNEL_BENCH_FLATNESS").ok();
         let want = |t: &str| only.as_deref().is_none_or(|o| o == t);
         if want("default") {

@@ -8,9 +8,10 @@
 //! window end so the watermark can finalize and evict them.
 //!
 //! The common aggregates — count, sum, min, max over integers, floats and timestamps, and avg
-//! over floats — skip DataFusion's per-group `Accumulator`: their state lives in one column per
-//! aggregate, indexed by group slot ([`Column`]), and a batch of partial rows is merged in one
-//! loop with no per-row allocation. `count(DISTINCT x)` keeps every (group, value) pair it has
+//! over floats — skip DataFusion's per-group `Accumulator`: each is a [`Column`] whose state
+//! is a cell or two in its group's row of [`Cells`] (a group's cells share one cache line,
+//! indexed by group slot), and a batch of partial rows is merged in one loop per aggregate
+//! with no per-row allocation. `count(DISTINCT x)` keeps every (group, value) pair it has
 //! seen in one index ([`Distinct`]), looked up a batch at a time, so its cost per value does not
 //! grow with the sets. Every other aggregate keeps one `Accumulator` per group.
 
