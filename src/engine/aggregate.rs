@@ -1179,6 +1179,14 @@ impl GroupState {
     /// every row (`count(*)`) to tell when a group is empty. Returns that count's position
     /// among the aggregates. `input` is the aggregate's input schema.
     pub fn retraction(&self, input: &arrow::datatypes::Schema) -> Option<usize> {
+        self.retractable(input).flatten()
+    }
+
+    /// Whether rows can be taken back out of these aggregates (see
+    /// [`GroupState::retraction`]), with the position of a `count(*)` among them if there is
+    /// one: `Some(None)` when they can but nothing counts the rows, which is enough for a
+    /// group that can never empty.
+    pub fn retractable(&self, input: &arrow::datatypes::Schema) -> Option<Option<usize>> {
         let never_null = |a: &AggregateFunctionExpr| {
             a.expressions()
                 .iter()
@@ -1195,7 +1203,7 @@ impl GroupState {
                 _ => return None,
             }
         }
-        count_star
+        Some(count_star)
     }
 
     /// The value of the `j`th aggregate, a count, for a group.

@@ -12,7 +12,9 @@
 //!   its cost is bounded by the number of keys/groups, never by history.
 //!
 //! A view that mixes them (say ORDER BY .. LIMIT over a GROUP BY of a stream) is split: the
-//! streaming part becomes a hidden view and the rest recomputes over it. Anything that would
+//! streaming part becomes a hidden view and the rest recomputes over it; so does a GROUP BY
+//! over a table under a recomputed view (a join's side, a scalar subquery), so that the
+//! recompute reads its groups instead of scanning the table every round. Anything that would
 //! need unbounded state is rejected with a reason and a way out.
 
 use std::sync::Arc;
@@ -865,8 +867,58 @@ impl Engine {
                 return self.register(view);
             }
         }
+        // Recomputed: a GROUP BY of a table under it (a scalar subquery's, a joined
+        // aggregate's) runs on the table's changelog as a hidden view, so that each recompute
+        // reads the groups, not the whole table.
+        let plan = self.split_tables(def, plan, &mut hidden).await?;
         let view = self.compile_recompute(def, &def.name, plan, false).await?;
         self.register(view)
+    }
+
+    /// Replaces every GROUP BY over the changelog of a keyed table or a view below the top of
+    /// `plan` with a scan of a hidden view that keeps it incrementally.
+    fn split_tables<'a>(
+        &'a mut self,
+        def: &'a ViewDef,
+        plan: LogicalPlan,
+        hidden: &'a mut usize,
+    ) -> futures::future::BoxFuture<'a, Result<LogicalPlan>> {
+        Box::pin(async move {
+            let plan = self.split_subqueries(def, plan, hidden).await?;
+            let mut new_children = Vec::new();
+            let mut changed = false;
+            for child in plan.inputs() {
+                let child = child.clone();
+                if self.changelog_aggregate(&child).is_some() {
+                    *hidden += 1;
+                    let name = format!("__{}_{}", def.name, hidden);
+                    let df_schema = child.schema().clone();
+                    if let Some(view) = self
+                        .compile_incremental(def, &name, child.clone(), true)
+                        .await?
+                    {
+                        self.register(view)?;
+                        new_children.push(
+                            self.scan_hidden(&name, &df_schema)
+                                .map_err(|e| view_error(def, &e))?,
+                        );
+                        changed = true;
+                        continue;
+                    }
+                    *hidden -= 1;
+                }
+                let before = child.clone();
+                let after = self.split_tables(def, child, hidden).await?;
+                changed |= after != before;
+                new_children.push(after);
+            }
+            if !changed {
+                return Ok(plan);
+            }
+            let exprs = plan.expressions();
+            plan.with_new_exprs(exprs, new_children)
+                .map_err(|e| view_error(def, &e))
+        })
     }
 
     /// Replaces every streaming GROUP BY under a stateful operator with a hidden view.
@@ -917,6 +969,67 @@ impl Engine {
             plan.with_new_exprs(exprs, new_children)
                 .map_err(|e| view_error(def, &e))
         })
+    }
+
+    /// Replaces each uncorrelated subquery in `plan`'s own expressions that is a GROUP BY
+    /// over a changelog (`(SELECT avg(price) FROM products)`) with a scan of a hidden view
+    /// that keeps it incrementally; equal subqueries share one.
+    async fn split_subqueries(
+        &mut self,
+        def: &ViewDef,
+        plan: LogicalPlan,
+        hidden: &mut usize,
+    ) -> Result<LogicalPlan> {
+        let mut found: Vec<LogicalPlan> = Vec::new();
+        plan.apply_subqueries(|sq| {
+            if let LogicalPlan::Subquery(s) = sq {
+                let inner = s.subquery.as_ref();
+                if s.outer_ref_columns.is_empty()
+                    && self.changelog_aggregate(inner).is_some()
+                    && !found.contains(inner)
+                {
+                    found.push(inner.clone());
+                }
+            }
+            Ok(TreeNodeRecursion::Jump)
+        })
+        .map_err(|e| view_error(def, &e))?;
+        if found.is_empty() {
+            return Ok(plan);
+        }
+        let mut scans: Vec<(LogicalPlan, LogicalPlan)> = Vec::new();
+        for inner in found {
+            *hidden += 1;
+            let name = format!("__{}_{}", def.name, hidden);
+            let df_schema = inner.schema().clone();
+            match self
+                .compile_incremental(def, &name, inner.clone(), true)
+                .await?
+            {
+                Some(view) => {
+                    self.register(view)?;
+                    let scan = self
+                        .scan_hidden(&name, &df_schema)
+                        .map_err(|e| view_error(def, &e))?;
+                    scans.push((inner, scan));
+                }
+                None => *hidden -= 1,
+            }
+        }
+        plan.map_subqueries(|sq| match sq {
+            LogicalPlan::Subquery(mut s) => {
+                match scans.iter().find(|(inner, _)| inner == s.subquery.as_ref()) {
+                    Some((_, scan)) => {
+                        s.subquery = Arc::new(scan.clone());
+                        Ok(Transformed::yes(LogicalPlan::Subquery(s)))
+                    }
+                    None => Ok(Transformed::no(LogicalPlan::Subquery(s))),
+                }
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+        .map_err(|e| view_error(def, &e))
     }
 
     /// A scan of a hidden view that looks, column for column, like the subtree it replaced.
@@ -1161,9 +1274,17 @@ impl Engine {
             groups.keep_values();
         }
         let count_star = if over_changes {
-            match groups.retraction(&base.input_schema()) {
-                Some(j) => Some(j),
-                None => return Ok(None),
+            match groups.retractable(&base.input_schema()) {
+                Some(Some(j)) => Some(j),
+                // One group over a keyed table, whose rows are replaced but never removed:
+                // once it has rows it never empties, so nothing needs to count them.
+                Some(None)
+                    if agg.group_expr.is_empty()
+                        && matches!(feed, Feed::Changes(Input::Table(_))) =>
+                {
+                    None
+                }
+                _ => return Ok(None),
             }
         } else {
             None
