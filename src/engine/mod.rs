@@ -2321,6 +2321,47 @@ mod tests {
         );
     }
 
+    /// A checkpoint whose hidden parts of a view differ from the plan's (taken by a runnel that
+    /// split the view otherwise) is refused with the view's name, not the part's alone.
+    #[tokio::test]
+    async fn a_checkpoint_with_other_hidden_parts_is_refused_naming_the_view() {
+        let s = streams();
+        let (shipped, _) =
+            view_file::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
+        let defs: Vec<ViewDef> = shipped
+            .into_iter()
+            .filter(|d| d.name == "category_prices")
+            .collect();
+        let mut engine = Engine::new(s.clone(), &defs).await.unwrap();
+        let (i, b) = products(&s, &[("p1", "a", 10.0, 5, 1000)]);
+        engine.process(i, b).await.unwrap();
+        let st = engine.save_state().unwrap();
+        // Without its parts: as a checkpoint from before the view was split.
+        let mut older = st.clone();
+        older.views.retain(|v| !v.name.starts_with("__"));
+        let mut fresh = Engine::new(s.clone(), &defs).await.unwrap();
+        let e = fresh.restore_state(&older).unwrap_err().to_string();
+        assert!(
+            e.contains("view `category_prices` is planned in other parts")
+                && e.contains("__category_prices_1"),
+            "{e}"
+        );
+        // With a part the plan does not have.
+        let mut other = st.clone();
+        let mut extra = other.views[0].clone();
+        extra.name = "__category_prices_9".into();
+        other.views.push(extra);
+        let mut fresh = Engine::new(s.clone(), &defs).await.unwrap();
+        let e = fresh.restore_state(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("view `category_prices` is planned in other parts"),
+            "{e}"
+        );
+        // The checkpoint as taken restores.
+        let mut fresh = Engine::new(s, &defs).await.unwrap();
+        fresh.restore_state(&st).unwrap();
+    }
+
     /// `ORDER BY … LIMIT n` over rows aligned on a key is recomputed over the keys changed and
     /// the keys ranked first last time, and always equals the whole query run afresh: through
     /// rises, falls, rows leaving (the WHERE) and rounds that change every ranked key.

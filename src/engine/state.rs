@@ -111,6 +111,9 @@ impl Engine {
             .collect();
         for (name, sql) in &now {
             match st.views.iter().find(|v| v.name == *name) {
+                None if hidden_part_of(name).is_some() => {
+                    return Err(mismatch(replanned(name)));
+                }
                 None => {
                     return Err(mismatch(format!(
                         "view `{name}` is not in the checkpoint (it was added since)"
@@ -129,6 +132,9 @@ impl Engine {
             .iter()
             .find(|v| !now.iter().any(|(n, _)| *n == v.name))
         {
+            if hidden_part_of(&v.name).is_some() {
+                return Err(mismatch(replanned(&v.name)));
+            }
             return Err(mismatch(format!(
                 "the checkpoint holds view `{}`, which is no longer defined",
                 v.name
@@ -242,5 +248,37 @@ impl Engine {
     /// How many recent events per stream are kept for ad-hoc queries.
     pub fn recent_window(&self) -> usize {
         self.recent_window
+    }
+}
+
+/// The view a hidden part (`__<view>_<n>`, see `plan.rs`) was planned from.
+fn hidden_part_of(name: &str) -> Option<&str> {
+    let (stem, n) = name.strip_prefix("__")?.rsplit_once('_')?;
+    (!stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(stem)
+}
+
+/// Why a checkpoint does not fit a view whose hidden parts differ from the checkpoint's.
+fn replanned(part: &str) -> String {
+    format!(
+        "view `{}` is planned in other parts than when the checkpoint was taken (a runnel \
+         version that runs it differently; part `{part}`)",
+        hidden_part_of(part).unwrap_or(part)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hidden_part_of;
+
+    #[test]
+    fn hidden_parts_name_their_view() {
+        assert_eq!(
+            hidden_part_of("__category_prices_1"),
+            Some("category_prices")
+        );
+        assert_eq!(hidden_part_of("__top_sellers_12"), Some("top_sellers"));
+        for not in ["category_prices", "__x_", "___1", "__x_y", "_x_1"] {
+            assert_eq!(hidden_part_of(not), None, "{not}");
+        }
     }
 }
