@@ -870,7 +870,7 @@ impl Engine {
         // Recomputed: a GROUP BY of a table under it (a scalar subquery's, a joined
         // aggregate's) runs on the table's changelog as a hidden view, so that each recompute
         // reads the groups, not the whole table.
-        let plan = self.split_tables(def, plan, &mut hidden).await?;
+        let plan = self.split_tables(def, plan, &mut hidden).await?.data;
         let view = self.compile_recompute(def, &def.name, plan, false).await?;
         self.register(view)
     }
@@ -882,43 +882,57 @@ impl Engine {
         def: &'a ViewDef,
         plan: LogicalPlan,
         hidden: &'a mut usize,
-    ) -> futures::future::BoxFuture<'a, Result<LogicalPlan>> {
+    ) -> futures::future::BoxFuture<'a, Result<Transformed<LogicalPlan>>> {
         Box::pin(async move {
-            let plan = self.split_subqueries(def, plan, hidden).await?;
+            let Transformed {
+                data: plan,
+                mut transformed,
+                ..
+            } = self.split_subqueries(def, plan, hidden).await?;
             let mut new_children = Vec::new();
-            let mut changed = false;
             for child in plan.inputs() {
                 let child = child.clone();
-                if self.changelog_aggregate(&child).is_some() {
-                    *hidden += 1;
-                    let name = format!("__{}_{}", def.name, hidden);
-                    let df_schema = child.schema().clone();
-                    if let Some(view) = self
-                        .compile_incremental(def, &name, child.clone(), true)
-                        .await?
-                    {
-                        self.register(view)?;
-                        new_children.push(
-                            self.scan_hidden(&name, &df_schema)
-                                .map_err(|e| view_error(def, &e))?,
-                        );
-                        changed = true;
-                        continue;
-                    }
-                    *hidden -= 1;
-                }
-                let before = child.clone();
-                let after = self.split_tables(def, child, hidden).await?;
-                changed |= after != before;
-                new_children.push(after);
+                let scan = match self.changelog_aggregate(&child) {
+                    Some(_) => self.hide_changelog_aggregate(def, &child, hidden).await?,
+                    None => None,
+                };
+                let t = match scan {
+                    Some(scan) => Transformed::yes(scan),
+                    None => self.split_tables(def, child, hidden).await?,
+                };
+                transformed |= t.transformed;
+                new_children.push(t.data);
             }
-            if !changed {
-                return Ok(plan);
+            if !transformed {
+                return Ok(Transformed::no(plan));
             }
             let exprs = plan.expressions();
             plan.with_new_exprs(exprs, new_children)
+                .map(Transformed::yes)
                 .map_err(|e| view_error(def, &e))
         })
+    }
+
+    /// Registers a GROUP BY over a changelog as a hidden view and returns a scan of it that
+    /// stands in for `plan`; `None` when it cannot run on the changelog.
+    async fn hide_changelog_aggregate(
+        &mut self,
+        def: &ViewDef,
+        plan: &LogicalPlan,
+        hidden: &mut usize,
+    ) -> Result<Option<LogicalPlan>> {
+        let name = format!("__{}_{}", def.name, *hidden + 1);
+        let Some(view) = self
+            .compile_incremental(def, &name, plan.clone(), true)
+            .await?
+        else {
+            return Ok(None);
+        };
+        *hidden += 1;
+        self.register(view)?;
+        self.scan_hidden(&name, plan.schema())
+            .map(Some)
+            .map_err(|e| view_error(def, &e))
     }
 
     /// Replaces every streaming GROUP BY under a stateful operator with a hidden view.
@@ -979,7 +993,7 @@ impl Engine {
         def: &ViewDef,
         plan: LogicalPlan,
         hidden: &mut usize,
-    ) -> Result<LogicalPlan> {
+    ) -> Result<Transformed<LogicalPlan>> {
         let mut found: Vec<LogicalPlan> = Vec::new();
         plan.apply_subqueries(|sq| {
             if let LogicalPlan::Subquery(s) = sq {
@@ -995,25 +1009,12 @@ impl Engine {
         })
         .map_err(|e| view_error(def, &e))?;
         if found.is_empty() {
-            return Ok(plan);
+            return Ok(Transformed::no(plan));
         }
         let mut scans: Vec<(LogicalPlan, LogicalPlan)> = Vec::new();
         for inner in found {
-            *hidden += 1;
-            let name = format!("__{}_{}", def.name, hidden);
-            let df_schema = inner.schema().clone();
-            match self
-                .compile_incremental(def, &name, inner.clone(), true)
-                .await?
-            {
-                Some(view) => {
-                    self.register(view)?;
-                    let scan = self
-                        .scan_hidden(&name, &df_schema)
-                        .map_err(|e| view_error(def, &e))?;
-                    scans.push((inner, scan));
-                }
-                None => *hidden -= 1,
+            if let Some(scan) = self.hide_changelog_aggregate(def, &inner, hidden).await? {
+                scans.push((inner, scan));
             }
         }
         plan.map_subqueries(|sq| match sq {
@@ -1028,7 +1029,6 @@ impl Engine {
             }
             other => Ok(Transformed::no(other)),
         })
-        .map(|t| t.data)
         .map_err(|e| view_error(def, &e))
     }
 
