@@ -523,7 +523,7 @@ impl Column {
 
     /// Merges partial state rows into their slots (`slots[i]` for row `i`). With `retract`,
     /// the rows are taken out instead (count, sum and avg; min and max take theirs out of their
-    /// bags through [`GroupState::apply_raw`]: see [`GroupState::retraction`]).
+    /// bags through [`GroupState::apply_raw`]: see [`GroupState::retractable`]).
     fn merge(
         &mut self,
         cells: &mut Cells,
@@ -880,7 +880,7 @@ impl GroupState {
     }
 
     /// [`GroupState::merge`], or with `retract` the opposite: takes the partial state of rows
-    /// that left the input back out of their groups (only where [`GroupState::retraction`]
+    /// that left the input back out of their groups (only where [`GroupState::retractable`]
     /// said yes). A group may reach zero rows; the caller evicts it.
     pub fn merge_signed(
         &mut self,
@@ -1175,17 +1175,10 @@ impl GroupState {
     /// Whether rows can be taken back out of these aggregates, as a view over a keyed table or
     /// another view needs when a row is replaced or removed: yes for count, for sum and avg
     /// whose inputs are never NULL (a sum of no values is NULL, which subtracting cannot
-    /// know), and for min and max once [`GroupState::keep_values`] is on, given a count of
-    /// every row (`count(*)`) to tell when a group is empty. Returns that count's position
-    /// among the aggregates. `input` is the aggregate's input schema.
-    pub fn retraction(&self, input: &arrow::datatypes::Schema) -> Option<usize> {
-        self.retractable(input).flatten()
-    }
-
-    /// Whether rows can be taken back out of these aggregates (see
-    /// [`GroupState::retraction`]), with the position of a `count(*)` among them if there is
-    /// one: `Some(None)` when they can but nothing counts the rows, which is enough for a
-    /// group that can never empty.
+    /// know), and for min and max once [`GroupState::keep_values`] is on. Inside, the position
+    /// among the aggregates of a count of every row (`count(*)`), which tells when a group is
+    /// empty; `Some(None)` when nothing counts the rows, which is enough only for a group that
+    /// can never empty. `input` is the aggregate's input schema.
     pub fn retractable(&self, input: &arrow::datatypes::Schema) -> Option<Option<usize>> {
         let never_null = |a: &AggregateFunctionExpr| {
             a.expressions()
