@@ -14,7 +14,7 @@ use arrow::array::{
     RecordBatchOptions, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::compute::{interleave, take, take_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
 use crate::engine::key_index::KeyIndex;
@@ -60,6 +60,9 @@ pub struct KeyedTable {
     scanned: bool,
     /// The live rows as one batch, built when first asked for after a change.
     snapshot: Mutex<Option<RecordBatch>>,
+    /// The columns of replaced rows that the readers of this table's changes use, ascending
+    /// (`None`: all); see [`KeyedTable::set_delta_columns`].
+    delta_columns: Option<Vec<usize>>,
 }
 
 impl KeyedTable {
@@ -68,7 +71,6 @@ impl KeyedTable {
             schema.field(key_col).data_type().clone(),
         )])?;
         Ok(KeyedTable {
-            schema,
             key_col,
             time_col,
             converter,
@@ -79,7 +81,26 @@ impl KeyedTable {
             index: KeyIndex::default(),
             scanned: false,
             snapshot: Mutex::new(None),
+            delta_columns: None,
+            schema,
         })
+    }
+
+    /// Which columns the rows an upsert replaces ([`TableDelta::removed`]) carry: `None`, all;
+    /// otherwise only these, and the others are null. Gathering a replaced row is a random
+    /// read per column from chunks that grow with the table, so the engine asks only for the
+    /// columns that the views reading this table's changes use (the customers' changes are
+    /// read for their gender and login time, not for names, e-mails and cities).
+    pub fn delta_columns(&self) -> Option<&[usize]> {
+        self.delta_columns.as_deref()
+    }
+    /// Sets [`KeyedTable::delta_columns`].
+    pub fn set_delta_columns(&mut self, columns: Option<Vec<usize>>) {
+        self.delta_columns = columns.map(|mut c| {
+            c.sort_unstable();
+            c.dedup();
+            c
+        });
     }
 
     /// Whether some view scans the whole table every round. A scanned table compacts all its
@@ -206,16 +227,13 @@ impl KeyedTable {
     }
 
     /// The live rows of the given keys (keys without a row are skipped).
-    pub fn rows_for_keys(&self, keys: &ArrayRef) -> Result<RecordBatch> {
+    /// With `columns` (ascending), only those are gathered; see [`KeyedTable::rows_at`].
+    pub fn rows_for_keys(&self, keys: &ArrayRef, columns: Option<&[usize]>) -> Result<RecordBatch> {
         let at: UInt32Array = self.find(keys)?.iter().flatten().map(Some).collect();
         if at.is_empty() || self.chunks.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
-        let cols: Vec<usize> = (0..self.schema.fields().len()).collect();
-        Ok(RecordBatch::try_new(
-            self.schema.clone(),
-            self.gather(&cols, &at)?,
-        )?)
+        self.rows_at(&at, columns)
     }
 
     /// Chunk and row within it of a position.
@@ -286,12 +304,7 @@ impl KeyedTable {
         }
         replaced.sort_unstable();
         let replaced = UInt32Array::from(replaced);
-        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
-        let removed = RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            self.gather(&all, &replaced)?,
-            &RecordBatchOptions::new().with_row_count(Some(replaced.len())),
-        )?;
+        let removed = self.rows_at(&replaced, self.delta_columns.as_deref())?;
         for &p in replaced.values() {
             self.alive[p as usize] = false;
         }
@@ -310,6 +323,42 @@ impl KeyedTable {
         *self.snapshot.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         self.merge_chunks()?;
         Ok(Some(TableDelta { removed, added }))
+    }
+
+    /// The rows at positions `at`, with only `columns` (ascending) gathered where given: the
+    /// others are null, and nullable in the batch's schema. A scan that reads only those
+    /// columns sees the table's own rows.
+    fn rows_at(&self, at: &UInt32Array, columns: Option<&[usize]>) -> Result<RecordBatch> {
+        let width = self.schema.fields().len();
+        let opts = RecordBatchOptions::new().with_row_count(Some(at.len()));
+        let Some(cols) = columns else {
+            let all: Vec<usize> = (0..width).collect();
+            let gathered = self.gather(&all, at)?;
+            return Ok(RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                gathered,
+                &opts,
+            )?);
+        };
+        let mut gathered = self.gather(cols, at)?.into_iter();
+        let (mut fields, mut out) = (Vec::with_capacity(width), Vec::with_capacity(width));
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            if cols.binary_search(&i).is_ok() {
+                fields.push(f.clone());
+                out.push(gathered.next().ok_or_else(|| {
+                    Error::Config("internal: a table column not gathered".into())
+                })?);
+            } else {
+                fields.push(Arc::new(f.as_ref().clone().with_nullable(true)));
+                out.push(new_null_array(f.data_type(), at.len()));
+            }
+        }
+        let schema = Schema::new_with_metadata(fields, self.schema.metadata().clone());
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(schema),
+            out,
+            &opts,
+        )?)
     }
 
     fn merge_chunks(&mut self) -> Result<()> {
@@ -449,6 +498,65 @@ mod tests {
     }
 
     /// Many small upserts with repeated, new and out-of-date keys agree with a plain map.
+    #[test]
+    fn replaced_rows_carry_the_columns_asked_for_and_nulls_for_the_rest() {
+        let rows = |r: &[(&str, i64, i64)]| -> Vec<(String, i64, i64)> {
+            r.iter().map(|&(k, v, t)| (k.to_string(), v, t)).collect()
+        };
+        let first = rows(&[("a", 1, 10), ("b", 2, 10), ("c", 3, 10), ("e", 5, 10)]);
+        let then = rows(&[("f", 6, 10)]);
+        let later = rows(&[("f", 60, 20), ("a", 10, 20), ("d", 4, 20)]);
+        for asked in [None, Some(vec![2, 0]), Some(vec![])] {
+            let mut t = KeyedTable::new(schema(), 0, 2).unwrap();
+            t.set_delta_columns(asked.clone());
+            // Rows in two chunks, so that the replaced rows are gathered across them.
+            t.upsert(&batch(&first)).unwrap();
+            t.upsert(&batch(&then)).unwrap();
+            assert_eq!(t.num_chunks(), 2);
+            let d = t.upsert(&batch(&later)).unwrap().expect("rows replaced");
+            let removed = &d.removed;
+            assert_eq!(removed.num_rows(), 2, "{asked:?}");
+            let gathered = |c: usize| asked.as_ref().is_none_or(|a| a.contains(&c));
+            for c in 0..3 {
+                let col = removed.column(c);
+                if gathered(c) {
+                    assert_eq!(col.null_count(), 0, "{asked:?} column {c}");
+                    assert_eq!(removed.schema().field(c), schema().field(c));
+                } else {
+                    assert_eq!(col.null_count(), 2, "{asked:?} column {c}");
+                    assert!(removed.schema().field(c).is_nullable());
+                }
+            }
+            // The replaced rows are the old a and f, in table order.
+            use arrow::array::AsArray;
+            use arrow::datatypes::Int64Type;
+            if gathered(0) {
+                let keys: Vec<_> = removed.column(0).as_string::<i32>().iter().collect();
+                assert_eq!(keys, [Some("a"), Some("f")]);
+            }
+            if gathered(1) {
+                let v = removed.column(1).as_primitive::<Int64Type>();
+                assert_eq!(v.values().to_vec(), [1, 6]);
+            }
+            if gathered(2) {
+                assert_eq!(
+                    KeyedTable::times(removed, 2).unwrap().values().to_vec(),
+                    [10, 10]
+                );
+            }
+            // The rows of given keys, with one column asked for.
+            let keys: ArrayRef = Arc::new(StringArray::from(vec!["d", "b", "x"]));
+            let got = t.rows_for_keys(&keys, Some(&[1])).unwrap();
+            let v = got.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!(v.values().to_vec(), [4, 2]);
+            assert_eq!(got.column(0).null_count(), 2);
+            assert_eq!(
+                t.rows_for_keys(&keys, None).unwrap().column(0).null_count(),
+                0
+            );
+        }
+    }
+
     #[test]
     fn upserts_match_a_latest_row_per_key_model() {
         check_against_model(false);

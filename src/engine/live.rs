@@ -4,6 +4,7 @@
 //! rows of a keyed table, or the current result of another view. Physical plans are built once;
 //! `LiveScanExec` reads whatever the table holds at the moment the plan is executed.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -58,6 +59,10 @@ impl LiveData {
                 .map_err(|e| DataFusionError::External(Box::new(e)))?]),
             (None, None) => Ok(Vec::new()),
         }
+    }
+    /// Whether `other` is this same live table (not a copy of its rows).
+    pub fn same(&self, other: &LiveData) -> bool {
+        Arc::ptr_eq(&self.batches, &other.batches)
     }
     pub fn num_rows(&self) -> usize {
         let g = self.batches.read().unwrap_or_else(|e| e.into_inner());
@@ -209,6 +214,26 @@ impl ExecutionPlan for LiveScanExec {
             self.props.eq_properties.schema().clone(),
             self.projection.clone(),
         )?))
+    }
+}
+
+/// Adds to `read` the columns of `data` that `plan`'s scans of it produce; sets it to `None`
+/// (every column) where a scan reads all of them.
+pub fn columns_read(
+    plan: &Arc<dyn ExecutionPlan>,
+    data: &LiveData,
+    read: &mut Option<BTreeSet<usize>>,
+) {
+    if let Some(scan) = plan.downcast_ref::<LiveScanExec>() {
+        if scan.data().same(data) {
+            match (scan.projection(), read.as_mut()) {
+                (Some(p), Some(set)) => set.extend(p.iter().copied()),
+                _ => *read = None,
+            }
+        }
+    }
+    for child in plan.children() {
+        columns_read(child, data, read);
     }
 }
 

@@ -26,7 +26,7 @@ pub mod state;
 pub mod topk;
 pub mod view_file;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -634,7 +634,9 @@ impl Engine {
         }
         for (t, table) in self.keyed.iter().enumerate() {
             if let Some(table) = table {
-                keyed::write(table).set_scanned(self.scanned_tables.contains(&t))?;
+                let mut table = keyed::write(table);
+                table.set_scanned(self.scanned_tables.contains(&t))?;
+                table.set_delta_columns(self.delta_columns(t));
             }
         }
         for (i, v) in self.views.iter_mut().enumerate() {
@@ -657,6 +659,37 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The columns of keyed table `t`'s replaced rows that some view reads (`None`: all):
+    /// those the plans of the views over its changes scan, and the key column of the views
+    /// recomputed key by key.
+    fn delta_columns(&self, t: usize) -> Option<Vec<usize>> {
+        let input = Input::Table(t);
+        let data = self.stream_tables[t].data();
+        let mut read = Some(BTreeSet::new());
+        for v in &self.views {
+            match &v.kind {
+                ViewKind::Aggregate(a) if matches!(a.feed, Feed::Changes(x) if x == input) => {
+                    live::columns_read(&a.partial, data, &mut read);
+                    if let Some(raw) = &a.raw {
+                        live::columns_read(raw, data, &mut read);
+                    }
+                }
+                ViewKind::Recompute {
+                    aligned: Some(aligned),
+                    ..
+                } => {
+                    for (x, col) in &aligned.keys {
+                        if let (true, Some(read)) = (*x == input, read.as_mut()) {
+                            read.insert(*col);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        read.map(|r| r.into_iter().collect())
     }
 
     pub fn streams(&self) -> &Streams {
@@ -1708,7 +1741,13 @@ impl Engine {
             }
             let rows = match *input {
                 Input::Table(t) => match &self.keyed[t] {
-                    Some(k) => keyed::read(k).rows_for_keys(&read)?,
+                    Some(k) => {
+                        // Only the columns the plan reads of the table are gathered.
+                        let mut cols = Some(BTreeSet::new());
+                        live::columns_read(&plan, &self.live_of(*input), &mut cols);
+                        let cols: Option<Vec<usize>> = cols.map(|c| c.into_iter().collect());
+                        keyed::read(k).rows_for_keys(&read, cols.as_deref())?
+                    }
                     None => continue,
                 },
                 Input::View(v) => match self.views[v].result.as_ref() {
@@ -2151,6 +2190,67 @@ mod tests {
         assert!(
             !below,
             "a join on the unnested column moved below it\n{plan}"
+        );
+    }
+
+    /// A keyed table's replaced rows carry only the columns that the views reading its
+    /// changes use: the plans' scans of it, and the key of views recomputed key by key.
+    #[tokio::test]
+    async fn replaced_rows_carry_only_the_columns_some_view_reads() {
+        let s = streams();
+        let (shipped, errs) =
+            view_file::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
+        assert!(errs.is_empty());
+        let engine = Engine::new(s.clone(), &shipped).await.unwrap();
+        let carried = |e: &Engine, table: &str| -> Option<Vec<String>> {
+            let t = s.index_of(table).unwrap();
+            let k = keyed::read(e.keyed[t].as_ref().unwrap());
+            let names = |c: &[usize]| {
+                c.iter()
+                    .map(|&i| k.schema().field(i).name().clone())
+                    .collect()
+            };
+            k.delta_columns().map(names)
+        };
+        // customer_activity and customer_logins group the customers' changes by gender and
+        // login time; nothing reads a changed customer's name, e-mail or city.
+        assert_eq!(
+            carried(&engine, "customers").unwrap(),
+            ["gender", "last_login"]
+        );
+        // category_windows groups the products' changes by category and update time, over
+        // price and stock; low_stock, slow_movers and top_sellers are recomputed for the
+        // changed product ids. Nothing reads a changed product's name, supplier or rating.
+        assert_eq!(
+            carried(&engine, "products").unwrap(),
+            [
+                "product_id",
+                "category",
+                "price",
+                "stock_quantity",
+                "updated_at"
+            ]
+        );
+        // A view that reads every column of the changes gets them all.
+        let defs = [view(
+            "everything",
+            "SELECT customer_id, name, email, gender, age, location, signup_date, last_login, \
+             count(*) AS n FROM customers \
+             GROUP BY customer_id, name, email, gender, age, location, signup_date, last_login",
+        )];
+        let all = Engine::new(s.clone(), &defs).await.unwrap();
+        assert_eq!(
+            carried(&all, "customers").unwrap(),
+            [
+                "customer_id",
+                "name",
+                "email",
+                "gender",
+                "age",
+                "location",
+                "signup_date",
+                "last_login"
+            ]
         );
     }
 
