@@ -497,7 +497,8 @@ mod tests {
         .unwrap()
     }
 
-    /// Many small upserts with repeated, new and out-of-date keys agree with a plain map.
+    /// The replaced rows of an upsert, and the rows of given keys, carry the columns asked
+    /// for (all of them by default) and nulls for the rest, across chunks.
     #[test]
     fn replaced_rows_carry_the_columns_asked_for_and_nulls_for_the_rest() {
         let rows = |r: &[(&str, i64, i64)]| -> Vec<(String, i64, i64)> {
@@ -557,6 +558,7 @@ mod tests {
         }
     }
 
+    /// Many small upserts with repeated, new and out-of-date keys agree with a plain map.
     #[test]
     fn upserts_match_a_latest_row_per_key_model() {
         check_against_model(false);
