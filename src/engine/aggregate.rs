@@ -29,7 +29,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::engine::key_index::KeyIndex;
+use crate::engine::key_index::{prefetch, KeyIndex, AHEAD};
 use crate::engine::result::{row_converter, SlotHint};
 use crate::error::{Error, Result};
 
@@ -215,18 +215,22 @@ impl Distinct {
         let lists = lists
             .as_list_opt::<i32>()
             .ok_or_else(|| Error::Config("internal: count(DISTINCT) state is not a list".into()))?;
-        let values = lists.values();
+        // Only the values these lists cover: a slice of a longer list (a chunk of a batch's
+        // partial rows) shares all of its values.
+        let offsets = lists.value_offsets();
+        let first = offsets.first().copied().unwrap_or(0) as usize;
+        let last = offsets.last().copied().unwrap_or(0) as usize;
+        let values = lists.values().slice(first, last - first);
         let rows = self
             .converter
-            .convert_columns(std::slice::from_ref(values))?;
-        let offsets = lists.value_offsets();
+            .convert_columns(std::slice::from_ref(&values))?;
         // Every (slot, value) pair of the batch, as index keys, one after another.
         let (mut keys, mut ends, mut owner) = (Vec::new(), Vec::new(), Vec::new());
         for (i, &s) in slots.iter().enumerate() {
             if lists.is_null(i) {
                 continue;
             }
-            for v in offsets[i] as usize..offsets[i + 1] as usize {
+            for v in offsets[i] as usize - first..offsets[i + 1] as usize - first {
                 if values.is_null(v) {
                     continue;
                 }
@@ -753,6 +757,47 @@ pub struct GroupState {
     by_end: BTreeMap<i64, Vec<usize>>,
 }
 
+/// How many partial rows [`GroupState::merge_signed`] merges at a time, a chunk behind the
+/// rows whose groups it is looking up.
+const MERGE_CHUNK: usize = 256;
+
+/// Merges the partial rows `rows` (state columns after the `g` group columns of `partial`)
+/// into their slots (`slots[i]` for row `i`) in every column-state aggregate.
+#[allow(clippy::too_many_arguments)]
+fn merge_columns(
+    columns: &mut [Option<Column>],
+    cells: &mut Cells,
+    state_widths: &[usize],
+    partial: &RecordBatch,
+    g: usize,
+    slots: &[usize],
+    rows: std::ops::Range<usize>,
+    retract: bool,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let whole = rows.start == 0 && rows.end == partial.num_rows();
+    let mut col = g;
+    for (c, &w) in columns.iter_mut().zip(state_widths) {
+        if let Some(c) = c {
+            let state: Vec<ArrayRef> = partial.columns()[col..col + w]
+                .iter()
+                .map(|a| {
+                    if whole {
+                        a.clone()
+                    } else {
+                        a.slice(rows.start, rows.len())
+                    }
+                })
+                .collect();
+            c.merge(cells, &state, &slots[rows.clone()], retract)?;
+        }
+        col += w;
+    }
+    Ok(())
+}
+
 impl GroupState {
     pub fn new(
         aggs: Vec<Arc<AggregateFunctionExpr>>,
@@ -914,6 +959,7 @@ impl GroupState {
             ));
         }
         let mut row_slots = Vec::with_capacity(n);
+        let mut merged = 0;
         // The groups already held, looked up together (their loads overlap); a group new in
         // this batch is looked up again when its turn comes, in case an earlier row made it.
         let key_at = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
@@ -971,6 +1017,22 @@ impl GroupState {
             }
             row_slots.push(slot);
             touched.push(slot);
+            // The rows of the chunk before last are merged now: their cells, asked for a
+            // chunk ago, have arrived and are still in the caches (merging all rows after
+            // all lookups found the first rows' cells pushed out again by the later ones').
+            if row_slots.len() - merged >= 2 * MERGE_CHUNK {
+                merge_columns(
+                    &mut self.columns,
+                    &mut self.cells,
+                    &self.state_widths,
+                    partial,
+                    g,
+                    &row_slots,
+                    merged..merged + MERGE_CHUNK,
+                    retract,
+                )?;
+                merged += MERGE_CHUNK;
+            }
             if !slow {
                 continue;
             }
@@ -988,18 +1050,16 @@ impl GroupState {
                 col += w;
             }
         }
-        let mut col = g;
-        for (c, &w) in self.columns.iter_mut().zip(&self.state_widths) {
-            if let Some(c) = c {
-                c.merge(
-                    &mut self.cells,
-                    &partial.columns()[col..col + w],
-                    &row_slots,
-                    retract,
-                )?;
-            }
-            col += w;
-        }
+        merge_columns(
+            &mut self.columns,
+            &mut self.cells,
+            &self.state_widths,
+            partial,
+            g,
+            &row_slots,
+            merged..n,
+            retract,
+        )?;
         Ok(())
     }
 
@@ -1041,10 +1101,21 @@ impl GroupState {
             Some(c) => cols.extend(c.iter().cloned()),
             None => cols.extend(self.group_columns(slots)?),
         }
+        // The first pass over the groups since their merge, which later rounds of lookups
+        // have pushed out of the caches: each group's entry and cells are asked for a few
+        // groups ahead, so that their loads overlap.
         let live: Vec<usize> = slots
             .iter()
-            .copied()
-            .filter(|&s| self.meta[s].live)
+            .enumerate()
+            .filter_map(|(i, &s)| {
+                if let Some(&a) = slots.get(i + AHEAD) {
+                    if let Some(m) = self.meta.get(a) {
+                        prefetch(m);
+                    }
+                    self.cells.prefetch(a);
+                }
+                self.meta[s].live.then_some(s)
+            })
             .collect();
         for j in 0..self.aggs.len() {
             let field = self.out_schema.field(self.num_group_cols + j);
