@@ -147,7 +147,7 @@ impl Cells {
     #[inline]
     fn prefetch(&self, slot: usize) {
         if let Some(l) = self.lines.get((slot * self.stride) >> 3) {
-            crate::engine::key_index::prefetch(l);
+            prefetch(l);
         }
     }
 
@@ -1013,7 +1013,7 @@ impl GroupState {
             // Its cells and its entry are loaded while the next rows are looked up.
             self.cells.prefetch(slot);
             if let Some(m) = self.meta.get(slot) {
-                crate::engine::key_index::prefetch(m);
+                prefetch(m);
             }
             row_slots.push(slot);
             touched.push(slot);
