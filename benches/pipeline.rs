@@ -149,6 +149,14 @@ fn june_first_plus(seconds: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The next number of a linear congruential sequence kept in `x`: the benches' random ids.
+fn lcg(x: &mut u64) -> usize {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*x >> 33) as usize
+}
+
 /// Times `run` on what `prepare` makes, one iteration at a time; preparing (and dropping
 /// what it made) is not timed.
 fn time_prepared<T>(
@@ -400,12 +408,7 @@ fn bench_large_table(c: &mut Criterion) {
                 rt.block_on(pipe.run(&batches.load(customers, table_rows, |i| customer(i, 0))));
                 (pipe, batches, 11, 0)
             });
-            let mut next = || {
-                *x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (*x >> 33) as usize
-            };
+            let mut next = || lcg(x);
             // Iteration k's 20 rounds: seconds 20(k - 1) + 1 to 20k.
             let mut rounds_at = |k: usize| -> Vec<Vec<RawBatch>> {
                 (0..20)
@@ -481,12 +484,7 @@ fn bench_many_groups(c: &mut Criterion) {
                 rt.block_on(pipe.run(&load));
                 (pipe, batches, 7, 0)
             });
-            let mut next = || {
-                *x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (*x >> 33) as usize
-            };
+            let mut next = || lcg(x);
             let mut rounds_at = |k: usize| -> Vec<Vec<RawBatch>> {
                 (0..20)
                     .map(|r| {

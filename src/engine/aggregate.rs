@@ -761,43 +761,6 @@ pub struct GroupState {
 /// rows whose groups it is looking up.
 const MERGE_CHUNK: usize = 256;
 
-/// Merges the partial rows `rows` (state columns after the `g` group columns of `partial`)
-/// into their slots (`slots[i]` for row `i`) in every column-state aggregate.
-#[allow(clippy::too_many_arguments)]
-fn merge_columns(
-    columns: &mut [Option<Column>],
-    cells: &mut Cells,
-    state_widths: &[usize],
-    partial: &RecordBatch,
-    g: usize,
-    slots: &[usize],
-    rows: std::ops::Range<usize>,
-    retract: bool,
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let whole = rows.start == 0 && rows.end == partial.num_rows();
-    let mut col = g;
-    for (c, &w) in columns.iter_mut().zip(state_widths) {
-        if let Some(c) = c {
-            let state: Vec<ArrayRef> = partial.columns()[col..col + w]
-                .iter()
-                .map(|a| {
-                    if whole {
-                        a.clone()
-                    } else {
-                        a.slice(rows.start, rows.len())
-                    }
-                })
-                .collect();
-            c.merge(cells, &state, &slots[rows.clone()], retract)?;
-        }
-        col += w;
-    }
-    Ok(())
-}
-
 impl GroupState {
     pub fn new(
         aggs: Vec<Arc<AggregateFunctionExpr>>,
@@ -1021,16 +984,7 @@ impl GroupState {
             // chunk ago, have arrived and are still in the caches (merging all rows after
             // all lookups found the first rows' cells pushed out again by the later ones').
             if row_slots.len() - merged >= 2 * MERGE_CHUNK {
-                merge_columns(
-                    &mut self.columns,
-                    &mut self.cells,
-                    &self.state_widths,
-                    partial,
-                    g,
-                    &row_slots,
-                    merged..merged + MERGE_CHUNK,
-                    retract,
-                )?;
+                self.merge_columns(partial, &row_slots, merged..merged + MERGE_CHUNK, retract)?;
                 merged += MERGE_CHUNK;
             }
             if !slow {
@@ -1050,16 +1004,32 @@ impl GroupState {
                 col += w;
             }
         }
-        merge_columns(
-            &mut self.columns,
-            &mut self.cells,
-            &self.state_widths,
-            partial,
-            g,
-            &row_slots,
-            merged..n,
-            retract,
-        )?;
+        self.merge_columns(partial, &row_slots, merged..n, retract)
+    }
+
+    /// Merges the partial rows `rows` into their slots (`slots[i]` for row `i`) in every
+    /// column-state aggregate.
+    fn merge_columns(
+        &mut self,
+        partial: &RecordBatch,
+        slots: &[usize],
+        rows: std::ops::Range<usize>,
+        retract: bool,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut col = self.num_group_cols;
+        for (c, &w) in self.columns.iter_mut().zip(&self.state_widths) {
+            if let Some(c) = c {
+                let state: Vec<ArrayRef> = partial.columns()[col..col + w]
+                    .iter()
+                    .map(|a| a.slice(rows.start, rows.len()))
+                    .collect();
+                c.merge(&mut self.cells, &state, &slots[rows.clone()], retract)?;
+            }
+            col += w;
+        }
         Ok(())
     }
 
