@@ -11,9 +11,9 @@
 //! over floats — skip DataFusion's per-group `Accumulator`: each is a [`Column`] whose state
 //! is a cell or two in its group's row of [`Cells`] (a group's cells share one cache line,
 //! indexed by group slot), and a batch of partial rows is merged in one loop per aggregate
-//! with no per-row allocation. `count(DISTINCT x)` keeps every (group, value) pair it has
-//! seen in one index ([`Distinct`]), looked up a batch at a time, so its cost per value does not
-//! grow with the sets. Every other aggregate keeps one `Accumulator` per group.
+//! with no per-row allocation. `count(DISTINCT x)` gives each value it has seen an id
+//! and keeps every (group, value id) pair as one `u64` in one set ([`Distinct`]), so its cost
+//! per value does not grow with the sets. Every other aggregate keeps one `Accumulator` per group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::engine::key_index::{prefetch, KeyIndex, AHEAD};
+use crate::engine::key_index::{prefetch, KeyIndex, PairSet, AHEAD};
 use crate::engine::result::{row_converter, SlotHint};
 use crate::error::{Error, Result};
 
@@ -176,37 +176,64 @@ struct Column {
     distinct: Option<Distinct>,
 }
 
-/// The values every group of a `count(DISTINCT x)` has seen: each (group slot, value) pair in
-/// one index, so a batch's values are looked up together with their loads overlapping (see
-/// [`KeyIndex::get_batch`]), and per group its values in row format, for the aggregate's state
-/// (checkpoints) and to take a group's pairs out of the index when it goes.
+/// The values every group of a `count(DISTINCT x)` has seen. Each distinct value gets a small
+/// id (`ids`, by its row-format bytes; counted by the pairs that use it, and given back when
+/// none does), and each (group slot, value id) pair is one `u64` in one [`PairSet`]: a value
+/// is looked up once per batch in a table as large as the values, not once per group in one
+/// as large as the pairs, and a pair costs 16 bytes of a table that stays in the caches. Per
+/// group, its value ids, for the aggregate's state (checkpoints) and to take a group's pairs
+/// out when it goes.
 struct Distinct {
     /// Row format of the values.
     converter: RowConverter,
-    /// The group slot (4 bytes, little endian), then the value's row-format bytes.
-    seen: KeyIndex,
-    /// Per slot: its values, in row format.
-    members: Vec<Rows>,
+    /// A value's row-format bytes -> its id.
+    ids: KeyIndex,
+    /// Per id: the value's row-format bytes (`None`: a free id) and how many pairs use it.
+    values: Vec<Option<Box<[u8]>>>,
+    refs: Vec<u32>,
+    free_ids: Vec<u32>,
+    pairs: PairSet,
+    /// Per slot: the ids of its values.
+    members: Vec<Vec<u32>>,
 }
 
 impl std::fmt::Debug for Distinct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Distinct({} pairs)", self.seen.len())
+        write!(f, "Distinct({} pairs)", self.pairs.len())
     }
-}
-
-fn pair_key(buf: &mut Vec<u8>, slot: usize, value: &[u8]) {
-    buf.extend_from_slice(&(slot as u32).to_le_bytes());
-    buf.extend_from_slice(value);
 }
 
 impl Distinct {
     fn new(value_type: &DataType) -> Result<Self> {
         Ok(Distinct {
             converter: RowConverter::new(vec![SortField::new(value_type.clone())])?,
-            seen: KeyIndex::default(),
+            ids: KeyIndex::default(),
+            values: Vec::new(),
+            refs: Vec::new(),
+            free_ids: Vec::new(),
+            pairs: PairSet::default(),
             members: Vec::new(),
         })
+    }
+
+    /// The id of `value`, given one if it has none.
+    fn id_of(&mut self, value: &[u8], held: Option<usize>) -> u32 {
+        if let Some(id) = held.or_else(|| self.ids.get(value)) {
+            return id as u32;
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.values[id as usize] = Some(value.into());
+                id
+            }
+            None => {
+                self.values.push(Some(value.into()));
+                self.refs.push(0);
+                (self.values.len() - 1) as u32
+            }
+        };
+        self.ids.insert(value, id as usize);
+        id
     }
 
     /// Adds each partial row's list of values to its slot's set; returns, per row, how many
@@ -224,66 +251,91 @@ impl Distinct {
         let rows = self
             .converter
             .convert_columns(std::slice::from_ref(&values))?;
-        // Every (slot, value) pair of the batch, as index keys, one after another.
-        let (mut keys, mut ends, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+        // Every value's id, looked up together (a value in several lists is looked up again,
+        // by then in the caches); values new to every set get theirs below.
+        let held = self
+            .ids
+            .get_batch(rows.num_rows(), |v| Some(rows.row(v).data()));
+        let mut pairs = Vec::with_capacity(rows.num_rows());
         for (i, &s) in slots.iter().enumerate() {
             if lists.is_null(i) {
                 continue;
             }
-            for v in offsets[i] as usize - first..offsets[i + 1] as usize - first {
+            let start = offsets[i] as usize - first;
+            let end = offsets[i + 1] as usize - first;
+            for (v, &held) in held[start..end].iter().enumerate() {
+                let v = start + v;
                 if values.is_null(v) {
                     continue;
                 }
-                pair_key(&mut keys, s, rows.row(v).data());
-                ends.push(keys.len());
-                owner.push((i, v));
+                let id = self.id_of(rows.row(v).data(), held);
+                pairs.push((i, PairSet::pack(s, id)));
             }
         }
-        let key = |k: usize| &keys[if k == 0 { 0 } else { ends[k - 1] }..ends[k]];
-        let held = self.seen.get_batch(ends.len(), |k| Some(key(k)));
         let mut added = vec![0i64; slots.len()];
-        for (k, held) in held.into_iter().enumerate() {
-            let (i, v) = owner[k];
-            if held.is_some() || self.seen.insert(key(k), 0).is_some() {
+        for k in 0..pairs.len() {
+            if let Some(&(_, p)) = pairs.get(k + AHEAD) {
+                self.pairs.prefetch(p);
+            }
+            let (i, p) = pairs[k];
+            if !self.pairs.insert(p) {
                 continue;
             }
-            let s = slots[i];
+            let (s, id) = (slots[i], p as u32);
             if self.members.len() <= s {
-                let conv = &self.converter;
-                self.members.resize_with(s + 1, || conv.empty_rows(0, 0));
+                self.members.resize_with(s + 1, Vec::new);
             }
-            self.members[s].push(rows.row(v));
+            self.members[s].push(id);
+            self.refs[id as usize] += 1;
             added[i] += 1;
         }
         Ok(added)
     }
 
-    /// Forgets a slot's values.
+    /// Forgets a slot's values; a value no other slot holds gives its id back.
     fn reset(&mut self, slot: usize) {
-        let Some(values) = self.members.get_mut(slot) else {
+        let Some(ids) = self.members.get_mut(slot).map(std::mem::take) else {
             return;
         };
-        let mut key = Vec::new();
-        for v in values.iter() {
-            key.clear();
-            pair_key(&mut key, slot, v.data());
-            self.seen.remove(&key);
+        for id in ids {
+            self.pairs.remove(PairSet::pack(slot, id));
+            let n = &mut self.refs[id as usize];
+            *n -= 1;
+            if *n == 0 {
+                if let Some(v) = self.values[id as usize].take() {
+                    self.ids.remove(&v);
+                }
+                self.free_ids.push(id);
+            }
         }
-        values.clear();
     }
 
     fn clear(&mut self) {
-        self.seen.clear();
+        self.ids.clear();
+        self.values.clear();
+        self.refs.clear();
+        self.free_ids.clear();
+        self.pairs.clear();
         self.members.clear();
     }
 
     /// The state of the given slots: a list of each one's values, typed `field`.
     fn state(&self, slots: &[usize], field: &DataType) -> Result<ArrayRef> {
-        let held: Vec<Option<&Rows>> = slots.iter().map(|&s| self.members.get(s)).collect();
-        let lengths = held.iter().map(|r| r.map_or(0, |r| r.num_rows()));
+        let none: &[u32] = &[];
+        let held: Vec<&[u32]> = slots
+            .iter()
+            .map(|&s| self.members.get(s).map_or(none, Vec::as_slice))
+            .collect();
+        let lengths = held.iter().map(|ids| ids.len());
+        let parser = self.converter.parser();
         let values = self
             .converter
-            .convert_rows(held.iter().flatten().flat_map(|r| r.iter()))?
+            .convert_rows(
+                held.iter()
+                    .flat_map(|ids| ids.iter())
+                    .filter_map(|&id| self.values.get(id as usize)?.as_deref())
+                    .map(|v| parser.parse(v)),
+            )?
             .remove(0);
         let item = match field {
             DataType::List(f) => f.clone(),
@@ -307,7 +359,20 @@ impl Distinct {
     }
 
     fn size_bytes(&self) -> usize {
-        self.seen.len() * 48 + self.members.iter().map(|r| r.size()).sum::<usize>()
+        self.pairs.size_bytes()
+            + self.ids.len() * 128
+            + self
+                .values
+                .iter()
+                .flatten()
+                .map(|v| v.len() + 16)
+                .sum::<usize>()
+            + self.refs.len() * 4
+            + self
+                .members
+                .iter()
+                .map(|m| m.capacity() * 4 + 24)
+                .sum::<usize>()
     }
 }
 
@@ -1341,5 +1406,95 @@ impl GroupState {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ListBuilder, StringBuilder};
+    use arrow::datatypes::Field;
+
+    fn lists(rows: &[Option<&[Option<&str>]>]) -> ArrayRef {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for r in rows {
+            match r {
+                Some(values) => {
+                    for v in *values {
+                        b.values().append_option(*v);
+                    }
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        Arc::new(b.finish())
+    }
+
+    /// The values of each slot, sorted, as the state reports them.
+    fn held(d: &Distinct, slots: &[usize]) -> Vec<Vec<String>> {
+        let field = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+        let state = d.state(slots, &field).unwrap();
+        let state = state.as_list::<i32>();
+        (0..slots.len())
+            .map(|i| {
+                let v = state.value(i);
+                let mut v: Vec<String> = v
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap_or("").to_string())
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect()
+    }
+
+    /// New values counted once per slot; nulls and null lists skipped; a reset slot forgets
+    /// its values, and ids given back are reused without mixing up the values of others.
+    #[test]
+    fn distinct_sets_count_reset_and_reuse_ids() {
+        let mut d = Distinct::new(&DataType::Utf8).unwrap();
+        let added = d
+            .merge(
+                &lists(&[
+                    Some(&[Some("a"), Some("b"), Some("a")]),
+                    Some(&[Some("b"), None]),
+                    None,
+                ]),
+                &[0, 1, 2],
+            )
+            .unwrap();
+        assert_eq!(added, vec![2, 1, 0]);
+        let added = d
+            .merge(&lists(&[Some(&[Some("b"), Some("c")])]), &[0])
+            .unwrap();
+        assert_eq!(added, vec![1]);
+        assert_eq!(d.pairs.len(), 4);
+        // Slot 0 goes: "a" and "c" are held by no slot and give their ids back; "b" stays.
+        d.reset(0);
+        assert_eq!(d.free_ids.len(), 2);
+        assert_eq!(held(&d, &[0, 1]), vec![vec![], vec!["b".to_string()]]);
+        // New values take the freed ids; "b" keeps its own.
+        let added = d
+            .merge(
+                &lists(&[Some(&[Some("d"), Some("e"), Some("b")]), Some(&[Some("b")])]),
+                &[0, 1],
+            )
+            .unwrap();
+        assert_eq!(added, vec![3, 0]);
+        assert!(d.free_ids.is_empty());
+        assert_eq!(d.values.len(), 3);
+        assert_eq!(
+            held(&d, &[0, 1, 7]),
+            vec![
+                vec!["b".to_string(), "d".to_string(), "e".to_string()],
+                vec!["b".to_string()],
+                vec![]
+            ]
+        );
+        d.reset(0);
+        d.reset(1);
+        assert_eq!((d.pairs.len(), d.ids.len(), d.free_ids.len()), (0, 0, 3));
     }
 }
