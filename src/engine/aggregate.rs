@@ -179,8 +179,8 @@ struct Column {
 /// The values every group of a `count(DISTINCT x)` has seen. Each distinct value gets a small
 /// id (`ids`, by its row-format bytes; counted by the pairs that use it, and given back when
 /// none does), and each (group slot, value id) pair is one `u64` in one [`PairSet`]: a value
-/// is looked up once per batch in a table as large as the values, not once per group in one
-/// as large as the pairs, and a pair costs 16 bytes of a table that stays in the caches. Per
+/// is looked up in a table as large as the values, not in one as large as the pairs, and a
+/// pair takes an 8-byte entry instead of a 48-byte one. Per
 /// group, its value ids, for the aggregate's state (checkpoints) and to take a group's pairs
 /// out when it goes.
 struct Distinct {

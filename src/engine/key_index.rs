@@ -281,8 +281,7 @@ impl KeyIndex {
 
 /// A set of (group slot, value id) pairs, each packed in a `u64`: an open-addressing table of
 /// 8-byte entries with linear probing, at most half full. `count(DISTINCT)` keeps its pairs
-/// here: 16 bytes a pair, where a [`KeyIndex`] of the pairs' bytes takes 128, so the pairs of
-/// thousands of groups stay in the caches.
+/// here: 8 bytes an entry, where a [`KeyIndex`] of the pairs' bytes takes 48.
 #[derive(Default)]
 pub struct PairSet {
     /// A power of two buckets (or none); [`PairSet::EMPTY`] in a free one.
@@ -331,32 +330,28 @@ impl PairSet {
         if (self.len + 1) * 2 > self.buckets.len() {
             self.grow();
         }
-        let mask = self.buckets.len() - 1;
-        let mut i = self.home(pair);
-        loop {
-            match self.buckets[i] {
-                Self::EMPTY => {
-                    self.buckets[i] = pair;
-                    self.len += 1;
-                    return true;
-                }
-                b if b == pair => return false,
-                _ => i = (i + 1) & mask,
-            }
+        let (i, found) = self.find(pair);
+        if !found {
+            self.buckets[i] = pair;
+            self.len += 1;
         }
+        !found
     }
 
     #[cfg(test)]
     fn contains(&self, pair: u64) -> bool {
-        if self.len == 0 {
-            return false;
-        }
+        self.len > 0 && self.find(pair).1
+    }
+
+    /// The bucket holding `pair`, or the free one where its search ends (the table must have
+    /// buckets); whether it was found.
+    fn find(&self, pair: u64) -> (usize, bool) {
         let mask = self.buckets.len() - 1;
         let mut i = self.home(pair);
         loop {
             match self.buckets[i] {
-                Self::EMPTY => return false,
-                b if b == pair => return true,
+                Self::EMPTY => return (i, false),
+                b if b == pair => return (i, true),
                 _ => i = (i + 1) & mask,
             }
         }
@@ -365,12 +360,8 @@ impl PairSet {
     fn grow(&mut self) {
         let n = (self.buckets.len() * 2).max(16);
         let old = std::mem::replace(&mut self.buckets, vec![Self::EMPTY; n]);
-        let mask = n - 1;
         for p in old.into_iter().filter(|&p| p != Self::EMPTY) {
-            let mut i = self.home(p);
-            while self.buckets[i] != Self::EMPTY {
-                i = (i + 1) & mask;
-            }
+            let (i, _) = self.find(p);
             self.buckets[i] = p;
         }
     }
@@ -380,15 +371,11 @@ impl PairSet {
         if self.len == 0 {
             return false;
         }
-        let mask = self.buckets.len() - 1;
-        let mut hole = self.home(pair);
-        loop {
-            match self.buckets[hole] {
-                Self::EMPTY => return false,
-                b if b == pair => break,
-                _ => hole = (hole + 1) & mask,
-            }
+        let (mut hole, found) = self.find(pair);
+        if !found {
+            return false;
         }
+        let mask = self.buckets.len() - 1;
         self.buckets[hole] = Self::EMPTY;
         self.len -= 1;
         // Close the gap, as `KeyIndex::remove` does.
