@@ -741,6 +741,14 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             ms((pipe.processing - processing).saturating_sub(counted))
         ));
         for v in pipe.engine.view_stats() {
+            if v.state_bytes > 0 {
+                breakdown.push(format!(
+                    "{cp}\t{} state\t{:.2} MiB in {} groups",
+                    v.name,
+                    v.state_bytes as f64 / (1 << 20) as f64,
+                    v.groups
+                ));
+            }
             if let Some(r) = pipe.engine.rank_runs(&v.name) {
                 breakdown.push(format!(
                     "{cp}\t{} runs so far\t{}, {} of them over every key \

@@ -11,9 +11,10 @@
 //! over floats — skip DataFusion's per-group `Accumulator`: each is a [`Column`] whose state
 //! is a cell or two in its group's row of [`Cells`] (a group's cells share one cache line,
 //! indexed by group slot), and a batch of partial rows is merged in one loop per aggregate
-//! with no per-row allocation. `count(DISTINCT x)` gives each value it has seen an id
-//! and keeps every (group, value id) pair as one `u64` in one set ([`Distinct`]), so its cost
-//! per value does not grow with the sets. Every other aggregate keeps one `Accumulator` per group.
+//! with no per-row allocation. `count(DISTINCT x)` gives each value it has seen a small id
+//! and keeps each group's ids in a set of its own, a sorted list or a bitmap over the ids,
+//! whichever is smaller ([`Distinct`], [`IdSet`]). Every other aggregate keeps one
+//! `Accumulator` per group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::engine::key_index::{prefetch, KeyIndex, PairSet, AHEAD};
+use crate::engine::key_index::{prefetch, KeyIndex, AHEAD};
 use crate::engine::result::{row_converter, SlotHint};
 use crate::error::{Error, Result};
 
@@ -177,29 +178,166 @@ struct Column {
 }
 
 /// The values every group of a `count(DISTINCT x)` has seen. Each distinct value gets a small
-/// id (`ids`, by its row-format bytes; counted by the pairs that use it, and given back when
-/// none does), and each (group slot, value id) pair is one `u64` in one [`PairSet`]: a value
-/// is looked up in a table as large as the values, not in one as large as the pairs, and a
-/// pair takes an 8-byte entry instead of a 48-byte one. Per
-/// group, its value ids, for the aggregate's state (checkpoints) and to take a group's pairs
-/// out when it goes.
+/// id (`ids`, by its row-format bytes; counted by the groups that hold it, and given back when
+/// none does), so a value is looked up in a table as large as the values, and each group
+/// holds its values' ids in an [`IdSet`] of its own. A few groups with many values each (the
+/// distinct viewers per gender and category) keep a bitmap over the ids: a kilobyte or two per
+/// group that stays in the caches, where one set of every (group, value) pair grew to
+/// megabytes. Many groups with few values each keep short sorted lists.
 struct Distinct {
     /// Row format of the values.
     converter: RowConverter,
     /// A value's row-format bytes -> its id.
     ids: KeyIndex,
-    /// Per id: the value's row-format bytes (`None`: a free id) and how many pairs use it.
+    /// Per id: the value's row-format bytes (`None`: a free id) and how many groups hold it.
     values: Vec<Option<Box<[u8]>>>,
     refs: Vec<u32>,
     free_ids: Vec<u32>,
-    pairs: PairSet,
     /// Per slot: the ids of its values.
-    members: Vec<Vec<u32>>,
+    members: Vec<IdSet>,
+    /// Number of (group, value) pairs held.
+    pairs: usize,
 }
 
 impl std::fmt::Debug for Distinct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Distinct({} pairs)", self.pairs.len())
+        write!(f, "Distinct({} pairs)", self.pairs)
+    }
+}
+
+/// A group's distinct value ids, in the smallest of three forms that keeps an insert cheap:
+/// a sorted list (4 bytes an id) while it is short; a bitmap over every id given out (one bit
+/// an id given out) once that is smaller; a hash set (about 8 bytes an id) for a long list
+/// that is still far smaller than a bitmap, where inserting into the middle of the list
+/// would move kilobytes.
+#[derive(Debug, Clone)]
+enum IdSet {
+    Sorted(Vec<u32>),
+    Bits { words: Vec<u64>, len: usize },
+    Hashed(std::collections::HashSet<u32, ahash::RandomState>),
+}
+
+impl Default for IdSet {
+    fn default() -> Self {
+        IdSet::Sorted(Vec::new())
+    }
+}
+
+impl IdSet {
+    /// A list longer than this many ids is a bitmap if that is smaller.
+    const SHORT: usize = 16;
+    /// A list is never longer than this many ids (an insert moves at most 4 KiB).
+    const LONG: usize = 1024;
+
+    /// Adds `id`; `ids_out` is the number of ids given out (all below it). Returns whether
+    /// the id is new to the set.
+    fn insert(&mut self, id: u32, ids_out: usize) -> bool {
+        match self {
+            IdSet::Sorted(v) => {
+                let Err(at) = v.binary_search(&id) else {
+                    return false;
+                };
+                v.insert(at, id);
+                if v.len() > Self::SHORT && v.len() * 32 > ids_out {
+                    *self = Self::bitmap(v.iter().copied(), v.len(), ids_out);
+                } else if v.len() > Self::LONG {
+                    *self = IdSet::Hashed(v.iter().copied().collect());
+                }
+                true
+            }
+            IdSet::Hashed(set) => {
+                if !set.insert(id) {
+                    return false;
+                }
+                if set.len() * 64 > ids_out {
+                    *self = Self::bitmap(set.iter().copied(), set.len(), ids_out);
+                }
+                true
+            }
+            IdSet::Bits { words, len } => {
+                let (w, bit) = (id as usize / 64, 1u64 << (id % 64));
+                if w >= words.len() {
+                    words.resize(ids_out.div_ceil(64).max(w + 1), 0);
+                }
+                if words[w] & bit != 0 {
+                    return false;
+                }
+                words[w] |= bit;
+                *len += 1;
+                true
+            }
+        }
+    }
+
+    /// A bitmap holding `ids` (`len` of them, all below `ids_out`).
+    fn bitmap(ids: impl Iterator<Item = u32>, len: usize, ids_out: usize) -> IdSet {
+        let mut words = vec![0u64; ids_out.div_ceil(64)];
+        for i in ids {
+            words[i as usize / 64] |= 1 << (i % 64);
+        }
+        IdSet::Bits { words, len }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            IdSet::Sorted(v) => v.len(),
+            IdSet::Bits { len, .. } => *len,
+            IdSet::Hashed(set) => set.len(),
+        }
+    }
+
+    /// The ids held (in increasing order but for a hash set's).
+    fn iter(&self) -> Box<dyn Iterator<Item = u32> + '_> {
+        match self {
+            IdSet::Sorted(v) => Box::new(v.iter().copied()),
+            IdSet::Bits { words, .. } => Box::new(
+                words
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(w, &bits)| BitIter(bits).map(move |b| (w * 64) as u32 + b)),
+            ),
+            IdSet::Hashed(set) => Box::new(set.iter().copied()),
+        }
+    }
+
+    /// Where the set keeps `id`, to load ahead of [`IdSet::insert`].
+    fn prefetch(&self, id: u32) {
+        match self {
+            IdSet::Sorted(v) => {
+                if let Some(x) = v.get(v.len() / 2) {
+                    prefetch(x);
+                }
+            }
+            IdSet::Bits { words, .. } => {
+                if let Some(x) = words.get(id as usize / 64) {
+                    prefetch(x);
+                }
+            }
+            IdSet::Hashed(_) => {}
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        24 + match self {
+            IdSet::Sorted(v) => v.capacity() * 4,
+            IdSet::Bits { words, .. } => words.capacity() * 8,
+            IdSet::Hashed(set) => set.capacity() * 5,
+        }
+    }
+}
+
+/// The positions of the set bits of a word, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(b)
     }
 }
 
@@ -211,8 +349,8 @@ impl Distinct {
             values: Vec::new(),
             refs: Vec::new(),
             free_ids: Vec::new(),
-            pairs: PairSet::default(),
             members: Vec::new(),
+            pairs: 0,
         })
     }
 
@@ -257,7 +395,7 @@ impl Distinct {
             .ids
             .get_batch(rows.num_rows(), |v| Some(rows.row(v).data()));
         let mut pairs = Vec::with_capacity(rows.num_rows());
-        for (i, &s) in slots.iter().enumerate() {
+        for i in 0..slots.len() {
             if lists.is_null(i) {
                 continue;
             }
@@ -269,24 +407,26 @@ impl Distinct {
                     continue;
                 }
                 let id = self.id_of(rows.row(v).data(), held);
-                pairs.push((i, PairSet::pack(s, id)));
+                pairs.push((i, id));
             }
         }
+        if let Some(&top) = slots.iter().max() {
+            if self.members.len() <= top {
+                self.members.resize_with(top + 1, IdSet::default);
+            }
+        }
+        let ids_out = self.values.len();
         let mut added = vec![0i64; slots.len()];
         for k in 0..pairs.len() {
-            if let Some(&(_, p)) = pairs.get(k + AHEAD) {
-                self.pairs.prefetch(p);
+            if let Some(&(i, id)) = pairs.get(k + AHEAD) {
+                self.members[slots[i]].prefetch(id);
             }
-            let (i, p) = pairs[k];
-            if !self.pairs.insert(p) {
+            let (i, id) = pairs[k];
+            if !self.members[slots[i]].insert(id, ids_out) {
                 continue;
             }
-            let (s, id) = (slots[i], p as u32);
-            if self.members.len() <= s {
-                self.members.resize_with(s + 1, Vec::new);
-            }
-            self.members[s].push(id);
             self.refs[id as usize] += 1;
+            self.pairs += 1;
             added[i] += 1;
         }
         Ok(added)
@@ -297,8 +437,8 @@ impl Distinct {
         let Some(ids) = self.members.get_mut(slot).map(std::mem::take) else {
             return;
         };
-        for id in ids {
-            self.pairs.remove(PairSet::pack(slot, id));
+        self.pairs -= ids.len();
+        for id in ids.iter() {
             let n = &mut self.refs[id as usize];
             *n -= 1;
             if *n == 0 {
@@ -315,16 +455,16 @@ impl Distinct {
         self.values.clear();
         self.refs.clear();
         self.free_ids.clear();
-        self.pairs.clear();
+        self.pairs = 0;
         self.members.clear();
     }
 
     /// The state of the given slots: a list of each one's values, typed `field`.
     fn state(&self, slots: &[usize], field: &DataType) -> Result<ArrayRef> {
-        let none: &[u32] = &[];
-        let held: Vec<&[u32]> = slots
+        let none = IdSet::default();
+        let held: Vec<&IdSet> = slots
             .iter()
-            .map(|&s| self.members.get(s).map_or(none, Vec::as_slice))
+            .map(|&s| self.members.get(s).unwrap_or(&none))
             .collect();
         let lengths = held.iter().map(|ids| ids.len());
         let parser = self.converter.parser();
@@ -333,7 +473,7 @@ impl Distinct {
             .convert_rows(
                 held.iter()
                     .flat_map(|ids| ids.iter())
-                    .filter_map(|&id| self.values.get(id as usize)?.as_deref())
+                    .filter_map(|id| self.values.get(id as usize)?.as_deref())
                     .map(|v| parser.parse(v)),
             )?
             .remove(0);
@@ -359,8 +499,7 @@ impl Distinct {
     }
 
     fn size_bytes(&self) -> usize {
-        self.pairs.size_bytes()
-            + self.ids.len() * 128
+        self.ids.len() * 128
             + self
                 .values
                 .iter()
@@ -368,11 +507,7 @@ impl Distinct {
                 .map(|v| v.len() + 16)
                 .sum::<usize>()
             + self.refs.len() * 4
-            + self
-                .members
-                .iter()
-                .map(|m| m.capacity() * 4 + 24)
-                .sum::<usize>()
+            + self.members.iter().map(IdSet::size_bytes).sum::<usize>()
     }
 }
 
@@ -1470,7 +1605,7 @@ mod tests {
             .merge(&lists(&[Some(&[Some("b"), Some("c")])]), &[0])
             .unwrap();
         assert_eq!(added, vec![1]);
-        assert_eq!(d.pairs.len(), 4);
+        assert_eq!(d.pairs, 4);
         // Slot 0 goes: "a" and "c" are held by no slot and give their ids back; "b" stays.
         d.reset(0);
         assert_eq!(d.free_ids.len(), 2);
@@ -1495,6 +1630,137 @@ mod tests {
         );
         d.reset(0);
         d.reset(1);
-        assert_eq!((d.pairs.len(), d.ids.len(), d.free_ids.len()), (0, 0, 3));
+        assert_eq!((d.pairs, d.ids.len(), d.free_ids.len()), (0, 0, 3));
+    }
+
+    /// Random merges and resets against a std set per slot. Two slots with many values each
+    /// turn into bitmaps; many slots with few values stay sorted lists; once a slot with
+    /// 200,000 values has given out that many ids, a slot growing past a list's length is a
+    /// hash set, then a bitmap. Ids freed when slots go are reused, and every slot's count
+    /// and values, and every id's count of holders, stay those of the model.
+    #[test]
+    fn distinct_sets_match_a_model_as_lists_bitmaps_and_hash_sets() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::{BTreeSet, HashMap};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut d = Distinct::new(&DataType::Utf8).unwrap();
+        let mut model: HashMap<usize, BTreeSet<String>> = HashMap::new();
+        let mut seen = BTreeSet::new();
+        for round in 0..300 {
+            if round % 25 == 24 {
+                // Any of slots 0..40 but 2, which is to grow through every form.
+                let s = match rng.random_range(0..39) {
+                    x if x >= 2 => x + 1,
+                    x => x,
+                };
+                d.reset(s);
+                model.remove(&s);
+            }
+            if round == 260 {
+                // The big slot goes: 200,000 ids come free, for the values after.
+                d.reset(41);
+                model.remove(&41);
+            }
+            // Slots 0 and 1 see values from 2,000; slots 3..40 from 20 each; from round 150,
+            // slot 2 from 5,000, after slot 41 took 200,000 values at once.
+            let mut slots: Vec<usize> = vec![0, 1];
+            slots.extend((0..4).map(|_| rng.random_range(3..40)));
+            if round == 150 {
+                slots.push(41);
+            }
+            if round >= 150 {
+                slots.push(2);
+            }
+            slots.sort();
+            slots.dedup();
+            let owned: Vec<Vec<Option<String>>> = slots
+                .iter()
+                .map(|&s| match s {
+                    41 => (0..200_000).map(|i| Some(format!("f{i}"))).collect(),
+                    2 => (0..60)
+                        .map(|_| Some(format!("h{}", rng.random_range(0..5000))))
+                        .collect(),
+                    _ => (0..rng.random_range(0..30))
+                        .map(|_| {
+                            if rng.random_ratio(1, 50) {
+                                None
+                            } else if s < 3 {
+                                Some(format!("w{}", rng.random_range(0..2000)))
+                            } else {
+                                Some(format!("n{s}-{}", rng.random_range(0..20)))
+                            }
+                        })
+                        .collect(),
+                })
+                .collect();
+            let borrowed: Vec<Vec<Option<&str>>> = owned
+                .iter()
+                .map(|l| l.iter().map(|v| v.as_deref()).collect())
+                .collect();
+            let refs: Vec<Option<&[Option<&str>]>> =
+                borrowed.iter().map(|l| Some(l.as_slice())).collect();
+            let added = d.merge(&lists(&refs), &slots).unwrap();
+            for (k, &s) in slots.iter().enumerate() {
+                let set = model.entry(s).or_default();
+                let before = set.len();
+                set.extend(owned[k].iter().flatten().cloned());
+                assert_eq!(
+                    added[k],
+                    (set.len() - before) as i64,
+                    "round {round}, slot {s}"
+                );
+            }
+            for (s, m) in d.members.iter().enumerate() {
+                let form = match m {
+                    IdSet::Sorted(v) if v.is_empty() => continue,
+                    IdSet::Sorted(_) => "list",
+                    IdSet::Bits { .. } => "bitmap",
+                    IdSet::Hashed(_) => "hash set",
+                };
+                seen.insert((if s == 41 { 41 } else { s.min(3) }, form));
+                assert_eq!(m.len(), model.get(&s).map_or(0, BTreeSet::len));
+            }
+        }
+        // Slots 0 and 1 as bitmaps, the narrow ones (3..) as lists; slot 2 in all three forms.
+        for want in [
+            (0, "bitmap"),
+            (1, "bitmap"),
+            (2, "hash set"),
+            (2, "bitmap"),
+            (3, "list"),
+            (41, "bitmap"),
+        ] {
+            assert!(seen.contains(&want), "{want:?} not in {seen:?}");
+        }
+        let all: Vec<usize> = (0..42).collect();
+        let want: Vec<Vec<String>> = all
+            .iter()
+            .map(|s| {
+                model
+                    .get(s)
+                    .map_or(Vec::new(), |v| v.iter().cloned().collect())
+            })
+            .collect();
+        assert_eq!(held(&d, &all), want);
+        assert_eq!(d.pairs, want.iter().map(Vec::len).sum::<usize>());
+        // Each id in use is counted by the slots that hold it; the others are free.
+        let mut holders = vec![0u32; d.values.len()];
+        for m in &d.members {
+            for id in m.iter() {
+                holders[id as usize] += 1;
+            }
+        }
+        let free: std::collections::HashSet<u32> = d.free_ids.iter().copied().collect();
+        for (id, v) in d.values.iter().enumerate() {
+            match v {
+                Some(_) => assert_eq!(holders[id], d.refs[id], "id {id}"),
+                None => assert!(holders[id] == 0 && free.contains(&(id as u32)), "id {id}"),
+            }
+        }
+        let in_use = d.values.iter().filter(|v| v.is_some()).count();
+        assert_eq!(in_use + d.free_ids.len(), d.values.len());
+        assert_eq!(d.ids.len(), in_use);
+        // Values after the big slot went took its freed ids: no new ids were given out.
+        assert!(d.values.len() < 210_000, "{}", d.values.len());
     }
 }
