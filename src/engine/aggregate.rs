@@ -12,9 +12,9 @@
 //! is a cell or two in its group's row of [`Cells`] (a group's cells share one cache line,
 //! indexed by group slot), and a batch of partial rows is merged in one loop per aggregate
 //! with no per-row allocation. `count(DISTINCT x)` gives each value it has seen a small id
-//! and keeps each group's ids in a set of its own, a sorted list or a bitmap over the ids,
-//! whichever is smaller ([`Distinct`], [`IdSet`]). Every other aggregate keeps one
-//! `Accumulator` per group.
+//! and keeps each group's ids in a set of its own: a short sorted list, a bitmap over the ids
+//! once that is smaller, or a hash set for a long but sparse one ([`Distinct`], [`IdSet`]).
+//! Every other aggregate keeps one `Accumulator` per group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -195,13 +195,11 @@ struct Distinct {
     free_ids: Vec<u32>,
     /// Per slot: the ids of its values.
     members: Vec<IdSet>,
-    /// Number of (group, value) pairs held.
-    pairs: usize,
 }
 
 impl std::fmt::Debug for Distinct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Distinct({} pairs)", self.pairs)
+        write!(f, "Distinct({} pairs)", self.pairs())
     }
 }
 
@@ -350,8 +348,12 @@ impl Distinct {
             refs: Vec::new(),
             free_ids: Vec::new(),
             members: Vec::new(),
-            pairs: 0,
         })
+    }
+
+    /// Number of (group, value) pairs held.
+    fn pairs(&self) -> usize {
+        self.members.iter().map(IdSet::len).sum()
     }
 
     /// The id of `value`, given one if it has none.
@@ -426,7 +428,6 @@ impl Distinct {
                 continue;
             }
             self.refs[id as usize] += 1;
-            self.pairs += 1;
             added[i] += 1;
         }
         Ok(added)
@@ -437,7 +438,6 @@ impl Distinct {
         let Some(ids) = self.members.get_mut(slot).map(std::mem::take) else {
             return;
         };
-        self.pairs -= ids.len();
         for id in ids.iter() {
             let n = &mut self.refs[id as usize];
             *n -= 1;
@@ -455,7 +455,6 @@ impl Distinct {
         self.values.clear();
         self.refs.clear();
         self.free_ids.clear();
-        self.pairs = 0;
         self.members.clear();
     }
 
@@ -1605,7 +1604,7 @@ mod tests {
             .merge(&lists(&[Some(&[Some("b"), Some("c")])]), &[0])
             .unwrap();
         assert_eq!(added, vec![1]);
-        assert_eq!(d.pairs, 4);
+        assert_eq!(d.pairs(), 4);
         // Slot 0 goes: "a" and "c" are held by no slot and give their ids back; "b" stays.
         d.reset(0);
         assert_eq!(d.free_ids.len(), 2);
@@ -1630,7 +1629,7 @@ mod tests {
         );
         d.reset(0);
         d.reset(1);
-        assert_eq!((d.pairs, d.ids.len(), d.free_ids.len()), (0, 0, 3));
+        assert_eq!((d.pairs(), d.ids.len(), d.free_ids.len()), (0, 0, 3));
     }
 
     /// Random merges and resets against a std set per slot. Two slots with many values each
@@ -1742,7 +1741,7 @@ mod tests {
             })
             .collect();
         assert_eq!(held(&d, &all), want);
-        assert_eq!(d.pairs, want.iter().map(Vec::len).sum::<usize>());
+        assert_eq!(d.pairs(), want.iter().map(Vec::len).sum::<usize>());
         // Each id in use is counted by the slots that hold it; the others are free.
         let mut holders = vec![0u32; d.values.len()];
         for m in &d.members {
