@@ -185,7 +185,8 @@ struct RunArgs {
         env = "RUNNEL_DEAD_LETTERS"
     )]
     dead_letters: PathBuf,
-    /// Seconds between sink flushes and console refreshes.
+    /// Seconds between sink flushes and console refreshes; the views' changed rows are
+    /// computed once per flush (not once per round).
     #[arg(long, default_value_t = 1.0)]
     refresh: f64,
     /// Rows shown per view on the console.

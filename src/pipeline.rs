@@ -248,6 +248,9 @@ pub async fn run_serving(
                     sinks: sink_counters(sinks),
                     lag: source.lag(),
                 };
+                // A query sees every round so far.
+                let out = engine.emit().await?;
+                ship(sinks, out.outputs, engine.temporary(), opts).await?;
                 serve(engine, req, ctx).await;
                 continue;
             }
@@ -273,7 +276,8 @@ pub async fn run_serving(
                         summary.batches += 1;
                         decoded_round.push((raw.stream, decoded.batch));
                     }
-                    let out = engine.process_round(decoded_round).await?;
+                    // Changed rows are emitted when the sinks flush (see `Progress::flush`).
+                    let out = engine.absorb_round(decoded_round).await?;
                     for (s, rows) in &out.late {
                         let name = engine.streams().streams[*s].name.clone();
                         dead.late(&name, engine.watermark(*s), rows)?;
@@ -339,6 +343,8 @@ pub async fn run_serving(
     // down must not keep the process from exiting (nothing unacknowledged is committed, so a
     // restart re-delivers it).
     let wrap_up = async {
+        let out = engine.emit().await?;
+        ship(sinks, out.outputs, engine.temporary(), opts).await?;
         flush_all(sinks, &mut dead).await?;
         checkpoint(engine, source, opts, true)?;
         source.commit().await
@@ -548,6 +554,8 @@ impl Progress {
         summary.malformed = dead.malformed;
         summary.late = dead.late;
         update_status(opts, summary, self.rate, self.started);
+        let out = engine.emit().await?;
+        ship(sinks, out.outputs, engine.temporary(), opts).await?;
         flush_all(sinks, dead).await?;
         let now = crate::decode::now_ms();
         for t in meters.unacknowledged.drain(..) {

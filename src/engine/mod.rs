@@ -193,6 +193,41 @@ pub(crate) struct AggregateView {
     /// view's `result` is `None`): it has one row per group, a stream feeds it, and no other
     /// view reads it.
     derived: Option<Derived>,
+    /// Groups merged into since the view last emitted, while rounds are absorbed
+    /// ([`Engine::absorb_round`]).
+    pending: Pending,
+}
+
+/// The groups a view touched since it last emitted, each once, in the order first touched.
+#[derive(Default)]
+pub(crate) struct Pending {
+    slots: Vec<usize>,
+    marked: Vec<bool>,
+}
+
+impl Pending {
+    fn add(&mut self, touched: &[usize]) {
+        for &s in touched {
+            if s >= self.marked.len() {
+                self.marked.resize(s + 1, false);
+            }
+            if !self.marked[s] {
+                self.marked[s] = true;
+                self.slots.push(s);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<usize> {
+        for &s in &self.slots {
+            self.marked[s] = false;
+        }
+        std::mem::take(&mut self.slots)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
 }
 
 impl AggregateView {
@@ -461,6 +496,8 @@ pub struct Engine {
     /// Whether the engine has taken in events or a checkpoint. A checkpoint is loaded only
     /// into an engine that holds neither: it would add to what is there, not replace it.
     holds_state: bool,
+    /// Set while a round is absorbed ([`Engine::absorb_round`]).
+    absorbing: bool,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -570,6 +607,7 @@ impl Engine {
             deltas: HashMap::new(),
             scanned_tables: HashSet::new(),
             holds_state: false,
+            absorbing: false,
         })
     }
 
@@ -1047,6 +1085,60 @@ impl Engine {
         Ok(out)
     }
 
+    /// [`Engine::process_round`], except that the views fed by events (those without windows)
+    /// keep the groups the round touched instead of evaluating and emitting their rows:
+    /// [`Engine::emit`] emits each touched group once, however many rounds touched it since.
+    /// The pipeline absorbs rounds and emits when it flushes its sinks, which keep only the
+    /// latest row per key until then anyway; so a group's row is computed once per flush,
+    /// not once per round. Until `emit`, the views that read these views see their rows as
+    /// of the last emit.
+    pub async fn absorb_round(&mut self, batches: Vec<(usize, RecordBatch)>) -> Result<StepOutput> {
+        self.absorbing = true;
+        let out = self.process_round(batches).await;
+        self.absorbing = false;
+        out
+    }
+
+    /// Emits the groups touched in the rounds absorbed since the last emit
+    /// ([`Engine::absorb_round`]) and brings the views that read them up to date.
+    pub async fn emit(&mut self) -> Result<StepOutput> {
+        let mut out = StepOutput::default();
+        if !self.has_pending() {
+            return Ok(out);
+        }
+        let mut changed: HashSet<Input> = HashSet::new();
+        for i in 0..self.views.len() {
+            let t = Instant::now();
+            let pending = match &mut self.views[i].kind {
+                ViewKind::Aggregate(a) => a.pending.take(),
+                _ => Vec::new(),
+            };
+            let changes = match &self.views[i].kind {
+                ViewKind::Aggregate(_) if !pending.is_empty() => {
+                    (self.emit_touched(i, pending, None, false)?, false)
+                }
+                ViewKind::Recompute { .. }
+                    if self.views[i].inputs.iter().any(|x| changed.contains(x)) =>
+                {
+                    self.step_recompute(i).await?
+                }
+                ViewKind::Aggregate(_) if self.has_delta(i) => self.step_changes(i).await?,
+                _ => continue,
+            };
+            self.views[i].busy += t.elapsed();
+            self.publish(i, changes, &mut changed, &mut out)?;
+        }
+        self.deltas.clear();
+        Ok(out)
+    }
+
+    /// Whether some view holds touched groups not emitted yet ([`Engine::absorb_round`]).
+    pub fn has_pending(&self) -> bool {
+        self.views
+            .iter()
+            .any(|v| matches!(&v.kind, ViewKind::Aggregate(a) if !a.pending.is_empty()))
+    }
+
     /// Whether a view is computed from tables and views only (not fed by a stream).
     fn over_tables(&self, i: usize) -> bool {
         !self.views[i].fed_by_stream()
@@ -1178,7 +1270,7 @@ impl Engine {
 
     /// End of input: closes every open window and propagates the results.
     pub async fn finish(&mut self) -> Result<StepOutput> {
-        let mut out = StepOutput::default();
+        let mut out = self.emit().await?;
         let mut changed: HashSet<Input> = HashSet::new();
         self.rebuild_stale(&mut changed, &mut out).await?;
         for i in 0..self.views.len() {
@@ -1354,6 +1446,12 @@ impl Engine {
         let mut touched = Vec::new();
         for p in partials {
             a.groups.merge(p, &mut touched)?;
+        }
+        // Absorbing, a view without windows keeps the touched groups for `emit`. A windowed
+        // view emits now: a window that closes is evicted at once, with its final row.
+        if self.absorbing && a.window.is_none() {
+            a.pending.add(&touched);
+            return Ok(Changes::none());
         }
         // One partial batch: its rows are the touched groups in order, with their group
         // columns already decoded.
@@ -2872,6 +2970,100 @@ mod tests {
         assert_eq!(
             sorted(derived.snapshot("w2").unwrap().as_ref()),
             sorted(stored.snapshot("v").unwrap().as_ref())
+        );
+    }
+
+    /// Rounds absorbed and emitted every few rounds leave every shipped view with the rows
+    /// that emitting every round gives, sending fewer changes; a checkpoint waits for the emit.
+    #[tokio::test]
+    async fn absorbed_rounds_emit_the_rows_of_emitting_every_round() {
+        use crate::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
+        let s = streams();
+        let mut names: Vec<String> =
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("queries"))
+                .unwrap()
+                .filter_map(|e| {
+                    let p = e.unwrap().path();
+                    (p.extension()? == "sql").then(|| p.file_stem()?.to_str().map(String::from))?
+                })
+                .collect();
+        names.sort();
+        assert!(names.len() >= 9, "{names:?}");
+        let defs: Vec<ViewDef> = names.iter().map(|n| shipped_view(n)).collect();
+        let mut every = Engine::new(s.clone(), &defs).await.unwrap();
+        let mut absorbed = Engine::new(s.clone(), &defs).await.unwrap();
+        let sent = |out: &StepOutput| -> usize {
+            out.outputs
+                .iter()
+                .map(|o| o.changes.num_upserts() + o.changes.num_deletes())
+                .sum()
+        };
+        let rows = |e: &mut Engine, v: &str| -> Vec<String> {
+            let Some(b) = e.snapshot(v).unwrap() else {
+                return Vec::new();
+            };
+            let text = arrow::util::pretty::pretty_format_batches(&[b])
+                .unwrap()
+                .to_string();
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        let mut gen = Generator::new(
+            11,
+            Clock::Simulated {
+                start_ms: DEFAULT_START_MS,
+            },
+        );
+        let (mut sent_every, mut sent_absorbed) = (0, 0);
+        for round in 0..26 {
+            let mut bufs: [Vec<u8>; 6] = Default::default();
+            for _ in 0..1500 {
+                gen.next_into(&mut bufs);
+            }
+            let mut batches = Vec::new();
+            for t in Topic::ALL {
+                let data = std::mem::take(&mut bufs[t as usize]);
+                if !data.is_empty() {
+                    let i = s.index_of(t.stream()).unwrap();
+                    batches.push((i, decoded(&s, i, String::from_utf8(data).unwrap())));
+                }
+            }
+            sent_every += sent(&every.process_round(batches.clone()).await.unwrap());
+            sent_absorbed += sent(&absorbed.absorb_round(batches).await.unwrap());
+            if round % 4 == 3 {
+                assert!(absorbed.has_pending());
+                assert!(
+                    absorbed.save_state().is_err(),
+                    "a checkpoint before the emit"
+                );
+                sent_absorbed += sent(&absorbed.emit().await.unwrap());
+                assert!(!absorbed.has_pending());
+                absorbed.save_state().unwrap();
+                for v in &names {
+                    assert_eq!(
+                        rows(&mut absorbed, v),
+                        rows(&mut every, v),
+                        "view {v} after round {round}"
+                    );
+                }
+            }
+        }
+        // Two rounds absorbed and not emitted: the end of input emits them.
+        assert!(absorbed.has_pending());
+        sent_every += sent(&every.finish().await.unwrap());
+        sent_absorbed += sent(&absorbed.finish().await.unwrap());
+        assert!(!absorbed.has_pending());
+        for v in &names {
+            assert_eq!(
+                rows(&mut absorbed, v),
+                rows(&mut every, v),
+                "view {v} at the end"
+            );
+        }
+        assert!(
+            sent_absorbed * 10 < sent_every * 9,
+            "changes sent: {sent_absorbed} absorbed, {sent_every} every round"
         );
     }
 

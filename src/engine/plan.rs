@@ -1317,6 +1317,7 @@ impl Engine {
                 stale: false,
                 one_row_per_group,
                 derived: None,
+                pending: Default::default(),
             })),
             inputs,
             Some(result),

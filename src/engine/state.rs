@@ -46,6 +46,12 @@ impl Engine {
     /// Views added while running (the REPL's temporary views) are left out: a restart does
     /// not have them.
     pub fn save_state(&mut self) -> Result<EngineState> {
+        if self.has_pending() {
+            // A checkpoint holds the views' rows: they must include every group merged.
+            return Err(Error::Checkpoint(
+                "internal: state saved with absorbed rounds not emitted (emit first)".into(),
+            ));
+        }
         let mut st = EngineState::default();
         for (i, s) in self.streams.streams.iter().enumerate() {
             st.streams.push(StreamState {
