@@ -131,11 +131,7 @@ impl Pipe {
             self.decoding += t1 - t;
             let out = self.engine.absorb_round(batches).await.unwrap();
             self.processing += t1.elapsed();
-            changed += out
-                .outputs
-                .iter()
-                .map(|o| o.changes.num_upserts() + o.changes.num_deletes())
-                .sum::<usize>();
+            changed += out.rows_changed();
         }
         // `runnel run` emits when it flushes its sinks (every `--refresh`, 1 s); these runs
         // emit at the end of each call, every slice (two rounds in the flatness tables),
@@ -143,12 +139,7 @@ impl Pipe {
         let t = Instant::now();
         let out = self.engine.emit().await.unwrap();
         self.processing += t.elapsed();
-        changed += out
-            .outputs
-            .iter()
-            .map(|o| o.changes.num_upserts() + o.changes.num_deletes())
-            .sum::<usize>();
-        changed
+        changed + out.rows_changed()
     }
 }
 

@@ -424,6 +424,16 @@ pub struct StepOutput {
     pub late: Vec<(usize, RecordBatch)>,
 }
 
+impl StepOutput {
+    /// View rows changed: the upserts and deletes the sinks get.
+    pub fn rows_changed(&self) -> usize {
+        self.outputs
+            .iter()
+            .map(|o| o.changes.num_upserts() + o.changes.num_deletes())
+            .sum()
+    }
+}
+
 /// Per-stream counters.
 #[derive(Debug, Clone, Default)]
 pub struct StreamStats {
@@ -1061,27 +1071,7 @@ impl Engine {
         for (stream, batch) in batches {
             self.ingest(stream, batch, &mut changed, &mut out).await?;
         }
-        for i in 0..self.views.len() {
-            let changes = match &self.views[i].kind {
-                ViewKind::Recompute { .. }
-                    if self.views[i].inputs.iter().any(|x| changed.contains(x)) =>
-                {
-                    let t = Instant::now();
-                    let changes = self.step_recompute(i).await?;
-                    self.views[i].busy += t.elapsed();
-                    changes
-                }
-                ViewKind::Aggregate(_) if self.has_delta(i) => {
-                    let t = Instant::now();
-                    let changes = self.step_changes(i).await?;
-                    self.views[i].busy += t.elapsed();
-                    changes
-                }
-                _ => continue,
-            };
-            self.publish(i, changes, &mut changed, &mut out)?;
-        }
-        self.deltas.clear();
+        self.propagate(false, changed, &mut out).await?;
         Ok(out)
     }
 
@@ -1103,19 +1093,31 @@ impl Engine {
     /// ([`Engine::absorb_round`]) and brings the views that read them up to date.
     pub async fn emit(&mut self) -> Result<StepOutput> {
         let mut out = StepOutput::default();
-        if !self.has_pending() {
-            return Ok(out);
+        if self.has_pending() {
+            self.propagate(true, HashSet::new(), &mut out).await?;
         }
-        let mut changed: HashSet<Input> = HashSet::new();
+        Ok(out)
+    }
+
+    /// Runs, in view order, each view over tables and views whose inputs `changed` and each
+    /// view over a changelog with changes, publishing what they change (which their readers,
+    /// later in the order, see); with `pending`, also emits each view's kept groups
+    /// ([`Engine::emit`]) as its turn comes.
+    async fn propagate(
+        &mut self,
+        pending: bool,
+        mut changed: HashSet<Input>,
+        out: &mut StepOutput,
+    ) -> Result<()> {
         for i in 0..self.views.len() {
             let t = Instant::now();
-            let pending = match &mut self.views[i].kind {
-                ViewKind::Aggregate(a) => a.pending.take(),
+            let kept = match &mut self.views[i].kind {
+                ViewKind::Aggregate(a) if pending => a.pending.take(),
                 _ => Vec::new(),
             };
             let changes = match &self.views[i].kind {
-                ViewKind::Aggregate(_) if !pending.is_empty() => {
-                    (self.emit_touched(i, pending, None, false)?, false)
+                ViewKind::Aggregate(_) if !kept.is_empty() => {
+                    (self.emit_touched(i, kept, None, false)?, false)
                 }
                 ViewKind::Recompute { .. }
                     if self.views[i].inputs.iter().any(|x| changed.contains(x)) =>
@@ -1126,10 +1128,10 @@ impl Engine {
                 _ => continue,
             };
             self.views[i].busy += t.elapsed();
-            self.publish(i, changes, &mut changed, &mut out)?;
+            self.publish(i, changes, &mut changed, out)?;
         }
         self.deltas.clear();
-        Ok(out)
+        Ok(())
     }
 
     /// Whether some view holds touched groups not emitted yet ([`Engine::absorb_round`]).
@@ -2992,12 +2994,7 @@ mod tests {
         let defs: Vec<ViewDef> = names.iter().map(|n| shipped_view(n)).collect();
         let mut every = Engine::new(s.clone(), &defs).await.unwrap();
         let mut absorbed = Engine::new(s.clone(), &defs).await.unwrap();
-        let sent = |out: &StepOutput| -> usize {
-            out.outputs
-                .iter()
-                .map(|o| o.changes.num_upserts() + o.changes.num_deletes())
-                .sum()
-        };
+        let sent = StepOutput::rows_changed;
         let rows = |e: &mut Engine, v: &str| -> Vec<String> {
             let Some(b) = e.snapshot(v).unwrap() else {
                 return Vec::new();
