@@ -815,14 +815,84 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
         ratio[0],
         ratio[SLICES - 1]
     );
+    let (early1, late1) = (parts(&early), parts(&pipe));
+    drop(early);
+    // The pairs above emit after every slice of two rounds. `runnel run` emits when it
+    // flushes its sinks (every `--refresh`, 1 s: 30 – 45 rounds at these rates), so a group
+    // touched in many rounds is evaluated and sent once per flush, not once per two rounds.
+    // So the lanes are also timed over whole emit periods of the span above (`SLICES` slices'
+    // worth of rounds, absorbed, then one emit), each early period on a fresh engine brought
+    // to the first checkpoint: it covers the same events (100k to 427k) as the early lane's
+    // slices above, and the late lane goes on from where it is.
+    let period = SLICES * per_slice;
+    let mut flush_ratio = Vec::with_capacity(SLICES);
+    let (mut fe, mut fl) = (Vec::new(), Vec::new());
+    // Time per part over all the periods of each lane.
+    let zero = |p: &Pipe| -> Vec<(String, std::time::Duration)> {
+        parts(p)
+            .into_iter()
+            .map(|(n, _)| (n, std::time::Duration::ZERO))
+            .collect()
+    };
+    let (mut early_spent, mut late_spent) = (zero(&pipe), zero(&pipe));
+    let add = |spent: &mut Vec<(String, std::time::Duration)>,
+               before: &[(String, std::time::Duration)],
+               p: &Pipe| {
+        for ((s, (_, b0)), (_, b1)) in spent.iter_mut().zip(before).zip(parts(p)) {
+            s.1 += b1 - *b0;
+        }
+    };
+    let timed = |pipe: &mut Pipe, feed: &mut Feed| {
+        let rounds: Vec<_> = (0..period).map(|_| feed.round(batch)).collect();
+        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
+        let t = Instant::now();
+        rt.block_on(pipe.run(&rounds));
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    for k in 0..SLICES {
+        let (mut early, mut early_feed) = lane();
+        advance(&mut early, &mut early_feed, &mut 0, checkpoints[0]);
+        let (e0, l0) = (parts(&early), parts(&pipe));
+        let (re, rl) = if k % 2 == 0 {
+            let re = timed(&mut early, &mut early_feed);
+            (re, timed(&mut pipe, &mut feed))
+        } else {
+            let rl = timed(&mut pipe, &mut feed);
+            (timed(&mut early, &mut early_feed), rl)
+        };
+        add(&mut early_spent, &e0, &early);
+        add(&mut late_spent, &l0, &pipe);
+        fe.push(re);
+        fl.push(rl);
+        flush_ratio.push(rl / re);
+    }
+    for v in [&mut fe, &mut fl, &mut flush_ratio] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "side by side, {SLICES} pairs of emit periods ({period} rounds, {span} events, one emit each; a fresh engine from {} events each time): after {} events {:.0} events/s, after {last}+ {:.0} events/s (medians); later / earlier, pair by pair: median {:.2}, range {:.2} – {:.2}",
+        checkpoints[0],
+        checkpoints[0],
+        fe[SLICES / 2],
+        fl[SLICES / 2],
+        flush_ratio[SLICES / 2],
+        flush_ratio[0],
+        flush_ratio[SLICES - 1]
+    );
     if std::env::var_os("RUNNEL_BENCH_BREAKDOWN").is_some() {
         println!("\nside by side, time over the {SLICES} slices of each lane (name, after {}, after {last}, later - earlier)", checkpoints[0]);
-        let (early1, late1) = (parts(&early), parts(&pipe));
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         for (((name, e0), (_, e1)), ((_, l0), (_, l1))) in
             early0.iter().zip(&early1).zip(late0.iter().zip(&late1))
         {
             let (a, b) = (ms(*e1 - *e0), ms(*l1 - *l0));
+            if a >= 0.05 || b >= 0.05 {
+                println!("{name}\t{a:.1} ms\t{b:.1} ms\t{:+.1} ms", b - a);
+            }
+        }
+        println!("\nside by side, time over the {SLICES} emit periods of each lane (name, after {}, after {last}+, later - earlier)", checkpoints[0]);
+        for ((name, e), (_, l)) in early_spent.iter().zip(&late_spent) {
+            let (a, b) = (ms(*e), ms(*l));
             if a >= 0.05 || b >= 0.05 {
                 println!("{name}\t{a:.1} ms\t{b:.1} ms\t{:+.1} ms", b - a);
             }

@@ -196,6 +196,62 @@ pub(crate) struct AggregateView {
     /// Groups merged into since the view last emitted, while rounds are absorbed
     /// ([`Engine::absorb_round`]).
     pending: Pending,
+    /// A view without windows over events: its input rows kept while rounds are absorbed.
+    buffered: Option<Buffered>,
+}
+
+/// Input rows of a view, kept over absorbed rounds and aggregated in one run when the view
+/// emits (or once [`Buffered::ROWS`] are kept). DataFusion's partial aggregate then makes one
+/// partial row per group over all those rounds instead of one per group per round, so a
+/// group touched in many rounds is merged into the view's state once, not once per round.
+/// The rows are taken after the view's lookups and filters, when their round comes, so a
+/// lookup reads the table as it was then.
+pub(crate) struct Buffered {
+    /// The partial aggregate's input: scan, lookups, filters, projections.
+    input: Arc<dyn ExecutionPlan>,
+    /// The partial aggregate over `rows`.
+    over: Arc<dyn ExecutionPlan>,
+    /// What `over` scans.
+    data: live::LiveData,
+    rows: Vec<RecordBatch>,
+    len: usize,
+}
+
+impl Buffered {
+    /// Kept rows aggregate at once past this many (memory stays bounded however long an
+    /// emit takes to come; the partial aggregate's hash table stays small).
+    const ROWS: usize = 1 << 17;
+
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        over: Arc<dyn ExecutionPlan>,
+        data: live::LiveData,
+    ) -> Self {
+        Buffered {
+            input,
+            over,
+            data,
+            rows: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, batches: Vec<RecordBatch>) {
+        for b in batches {
+            if b.num_rows() > 0 {
+                self.len += b.num_rows();
+                self.rows.push(b);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.rows.iter().map(|b| b.get_array_memory_size()).sum()
+    }
 }
 
 /// The groups a view touched since it last emitted, each once, in the order first touched.
@@ -338,7 +394,9 @@ impl CompiledView {
     }
     fn state_bytes(&self) -> usize {
         match &self.kind {
-            ViewKind::Aggregate(a) => a.groups.size_bytes(),
+            ViewKind::Aggregate(a) => {
+                a.groups.size_bytes() + a.buffered.as_ref().map_or(0, Buffered::size_bytes)
+            }
             ViewKind::IntervalJoin(j) => j.retained_bytes(),
             _ => 0,
         }
@@ -508,6 +566,9 @@ pub struct Engine {
     holds_state: bool,
     /// Set while a round is absorbed ([`Engine::absorb_round`]).
     absorbing: bool,
+    /// A view aggregates the input rows it keeps over absorbed rounds once it keeps this many
+    /// ([`Buffered::ROWS`]; smaller in tests).
+    keep_rows: usize,
 }
 
 /// A DataFusion session set up for runnel: one partition (runnel parallelises across Kafka
@@ -524,6 +585,10 @@ pub fn session() -> SessionContext {
     opts.optimizer.enable_join_dynamic_filter_pushdown = false;
     opts.optimizer.enable_topk_dynamic_filter_pushdown = false;
     opts.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    // A partial aggregate's output has one row per group: the merge into a view's state
+    // relies on it. DataFusion would pass rows through unaggregated once a partial aggregate
+    // over many rows finds few repeats (rows kept over absorbed rounds, see `Buffered`).
+    opts.execution.skip_partial_aggregation_probe_rows_threshold = usize::MAX;
     // count(DISTINCT x) must stay one aggregate with mergeable state, not two GROUP BYs.
     let rules: Vec<_> = datafusion::optimizer::Optimizer::new()
         .rules
@@ -618,6 +683,7 @@ impl Engine {
             scanned_tables: HashSet::new(),
             holds_state: false,
             absorbing: false,
+            keep_rows: Buffered::ROWS,
         })
     }
 
@@ -1067,6 +1133,11 @@ impl Engine {
         self.holds_state |= !batches.is_empty();
         let mut out = StepOutput::default();
         let mut changed: HashSet<Input> = HashSet::new();
+        if !self.absorbing {
+            // Rows kept by absorbed rounds go into the groups before this round's, so that
+            // the rows this round emits count them (the groups stay pending for `emit`).
+            self.aggregate_all_kept().await?;
+        }
         self.rebuild_stale(&mut changed, &mut out).await?;
         for (stream, batch) in batches {
             self.ingest(stream, batch, &mut changed, &mut out).await?;
@@ -1111,6 +1182,9 @@ impl Engine {
     ) -> Result<()> {
         for i in 0..self.views.len() {
             let t = Instant::now();
+            if pending {
+                self.aggregate_kept(i).await?;
+            }
             let kept = match &mut self.views[i].kind {
                 ViewKind::Aggregate(a) if pending => a.pending.take(),
                 _ => Vec::new(),
@@ -1138,7 +1212,18 @@ impl Engine {
     pub fn has_pending(&self) -> bool {
         self.views
             .iter()
-            .any(|v| matches!(&v.kind, ViewKind::Aggregate(a) if !a.pending.is_empty()))
+            .any(|v| matches!(&v.kind, ViewKind::Aggregate(a) if !a.pending.is_empty() || a.buffered.as_ref().is_some_and(|b| !b.is_empty())))
+    }
+
+    /// Input rows the views keep over absorbed rounds, not aggregated yet.
+    pub fn kept_rows(&self) -> usize {
+        self.views
+            .iter()
+            .map(|v| match &v.kind {
+                ViewKind::Aggregate(a) => a.buffered.as_ref().map_or(0, |b| b.len),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Whether a view is computed from tables and views only (not fed by a stream).
@@ -1407,8 +1492,26 @@ impl Engine {
                     return Ok((Changes::none(), false));
                 }
                 let partial_plan = a.partial.clone();
+                let keep = match &a.buffered {
+                    Some(b) if self.absorbing => Some(b.input.clone()),
+                    _ => None,
+                };
                 if let Feed::Stream(_) = a.feed {
                     self.stream_tables[stream].data().set(vec![input.clone()]);
+                }
+                if let Some(plan) = keep {
+                    let rows = self.execute(&plan).await?;
+                    let full = match &mut self.views[i].kind {
+                        ViewKind::Aggregate(a) => a.buffered.as_mut().is_some_and(|b| {
+                            b.push(rows);
+                            b.len >= self.keep_rows
+                        }),
+                        _ => false,
+                    };
+                    if full {
+                        self.aggregate_kept(i).await?;
+                    }
+                    return Ok((Changes::none(), false));
                 }
                 let partials = self.execute(&partial_plan).await?;
                 let mut changes = self.merge_partials(i, &partials)?;
@@ -1438,6 +1541,39 @@ impl Engine {
             Feed::Join(j) => self.views[j].live.data().num_rows() > 0,
             Feed::Changes(_) => false,
         }
+    }
+
+    /// Aggregates the input rows a view kept over absorbed rounds into its groups, which
+    /// join the groups it has to emit.
+    async fn aggregate_kept(&mut self, i: usize) -> Result<()> {
+        let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
+            return Ok(());
+        };
+        let Some(b) = a.buffered.as_mut().filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        b.len = 0;
+        b.data.set(std::mem::take(&mut b.rows));
+        let (over, data) = (b.over.clone(), b.data.clone());
+        let partials = self.execute(&over).await;
+        data.set(Vec::new());
+        let ViewKind::Aggregate(a) = &mut self.views[i].kind else {
+            return Ok(());
+        };
+        let mut touched = Vec::new();
+        for p in &partials? {
+            a.groups.merge(p, &mut touched)?;
+        }
+        a.pending.add(&touched);
+        Ok(())
+    }
+
+    /// [`Engine::aggregate_kept`] for every view.
+    async fn aggregate_all_kept(&mut self) -> Result<()> {
+        for i in 0..self.views.len() {
+            self.aggregate_kept(i).await?;
+        }
+        Ok(())
     }
 
     fn merge_partials(&mut self, i: usize, partials: &[RecordBatch]) -> Result<Changes> {
@@ -2977,6 +3113,7 @@ mod tests {
 
     /// Rounds absorbed and emitted every few rounds leave every shipped view with the rows
     /// that emitting every round gives, sending fewer changes; a checkpoint waits for the emit.
+    /// So do rounds whose input rows are aggregated at a cap, or by a round not absorbed.
     #[tokio::test]
     async fn absorbed_rounds_emit_the_rows_of_emitting_every_round() {
         use crate::generate::{Clock, Generator, Topic, DEFAULT_START_MS};
@@ -2994,11 +3131,36 @@ mod tests {
         let defs: Vec<ViewDef> = names.iter().map(|n| shipped_view(n)).collect();
         let mut every = Engine::new(s.clone(), &defs).await.unwrap();
         let mut absorbed = Engine::new(s.clone(), &defs).await.unwrap();
+        // Another that aggregates its kept rows whenever a view keeps 400, and processes
+        // every fourth round without absorbing it (its kept rows go in first).
+        let mut capped = Engine::new(s.clone(), &defs).await.unwrap();
+        capped.keep_rows = 400;
+        let kept_views = capped
+            .views
+            .iter()
+            .filter(|v| matches!(&v.kind, ViewKind::Aggregate(a) if a.buffered.is_some()))
+            .count();
+        assert!(kept_views >= 5, "{kept_views} views keep their input rows");
         let sent = StepOutput::rows_changed;
         let rows = |e: &mut Engine, v: &str| -> Vec<String> {
             let Some(b) = e.snapshot(v).unwrap() else {
                 return Vec::new();
             };
+            // Sums of floats taken in another order (a round's partial sums, or several
+            // rounds' rows at once) differ in their last bits: compare ten digits.
+            let cols = b
+                .columns()
+                .iter()
+                .map(
+                    |c| match c.as_primitive_opt::<arrow::datatypes::Float64Type>() {
+                        Some(f) => Arc::new(f.unary::<_, arrow::datatypes::Float64Type>(|x| {
+                            format!("{x:.9e}").parse().unwrap_or(x)
+                        })) as ArrayRef,
+                        None => c.clone(),
+                    },
+                )
+                .collect();
+            let b = RecordBatch::try_new(b.schema(), cols).unwrap();
             let text = arrow::util::pretty::pretty_format_batches(&[b])
                 .unwrap()
                 .to_string();
@@ -3027,8 +3189,19 @@ mod tests {
                 }
             }
             sent_every += sent(&every.process_round(batches.clone()).await.unwrap());
+            let events: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
+            if round % 4 == 1 {
+                capped.process_round(batches.clone()).await.unwrap();
+                assert_eq!(capped.kept_rows(), 0);
+            } else {
+                capped.absorb_round(batches.clone()).await.unwrap();
+                assert!(capped.kept_rows() < kept_views * (400 + events));
+            }
             sent_absorbed += sent(&absorbed.absorb_round(batches).await.unwrap());
+            assert!(absorbed.kept_rows() > 0, "rows kept for the emit");
             if round % 4 == 3 {
+                capped.emit().await.unwrap();
+                assert!(!capped.has_pending());
                 assert!(absorbed.has_pending());
                 assert!(
                     absorbed.save_state().is_err(),
@@ -3038,11 +3211,9 @@ mod tests {
                 assert!(!absorbed.has_pending());
                 absorbed.save_state().unwrap();
                 for v in &names {
-                    assert_eq!(
-                        rows(&mut absorbed, v),
-                        rows(&mut every, v),
-                        "view {v} after round {round}"
-                    );
+                    let want = rows(&mut every, v);
+                    assert_eq!(rows(&mut absorbed, v), want, "view {v} after round {round}");
+                    assert_eq!(rows(&mut capped, v), want, "view {v} after round {round}");
                 }
             }
         }
@@ -3050,13 +3221,12 @@ mod tests {
         assert!(absorbed.has_pending());
         sent_every += sent(&every.finish().await.unwrap());
         sent_absorbed += sent(&absorbed.finish().await.unwrap());
-        assert!(!absorbed.has_pending());
+        capped.finish().await.unwrap();
+        assert!(!absorbed.has_pending() && !capped.has_pending());
         for v in &names {
-            assert_eq!(
-                rows(&mut absorbed, v),
-                rows(&mut every, v),
-                "view {v} at the end"
-            );
+            let want = rows(&mut every, v);
+            assert_eq!(rows(&mut absorbed, v), want, "view {v} at the end");
+            assert_eq!(rows(&mut capped, v), want, "view {v} at the end");
         }
         assert!(
             sent_absorbed * 10 < sent_every * 9,

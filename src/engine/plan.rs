@@ -36,11 +36,13 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Physical
 use super::aggregate::{GroupState, WindowSpec};
 use super::functions::interval_ms;
 use super::join::{Bound, IntervalJoin, Side};
+use super::live::{LiveData, LiveScanExec};
 use super::rank::{InputOrder, Rank};
 use super::result::ViewResult;
 use super::view_file::{OutputMode, ViewDef};
 use super::{
-    AggregateView, Aligned, CompiledView, Engine, Feed, Input, OrderCol, Step, ViewInfo, ViewKind,
+    AggregateView, Aligned, Buffered, CompiledView, Engine, Feed, Input, OrderCol, Step, ViewInfo,
+    ViewKind,
 };
 use crate::error::{Error, Result};
 
@@ -1249,6 +1251,31 @@ impl Engine {
             )
             .map_err(|e| view_error(def, &e))?,
         );
+        // Absorbing rounds, a view without windows over events keeps its input rows (what
+        // the partial aggregate reads: after lookups and filters) and aggregates them in one
+        // run per emit ([`Buffered`]).
+        let buffered = if window.is_none() && !over_changes {
+            let input = base.input().clone();
+            let data = LiveData::default();
+            let scan: Arc<dyn ExecutionPlan> = Arc::new(
+                LiveScanExec::new(input.schema(), data.clone(), None)
+                    .map_err(|e| view_error(def, &e))?,
+            );
+            let over: Arc<dyn ExecutionPlan> = Arc::new(
+                AggregateExec::try_new(
+                    AggregateMode::Partial,
+                    base.group_expr().clone(),
+                    base.aggr_expr().to_vec(),
+                    base.filter_expr().to_vec(),
+                    scan,
+                    base.input_schema(),
+                )
+                .map_err(|e| view_error(def, &e))?,
+            );
+            Some(Buffered::new(input, over, data))
+        } else {
+            None
+        };
         let agg_out = output_schema(agg_plan.schema(), true).map_err(|m| reject(def, m))?;
         let group_schema = Arc::new(Schema::new(
             agg_out.fields()[..agg.group_expr.len()].to_vec(),
@@ -1318,6 +1345,7 @@ impl Engine {
                 one_row_per_group,
                 derived: None,
                 pending: Default::default(),
+                buffered,
             })),
             inputs,
             Some(result),
