@@ -287,6 +287,11 @@ impl Pending {
 }
 
 impl AggregateView {
+    /// Whether the view holds touched groups or kept rows not emitted yet.
+    fn unemitted(&self) -> bool {
+        !self.pending.is_empty() || self.buffered.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
     /// The view's rows: every live group's values through the view's HAVING and SELECT.
     fn derived_rows(&mut self, info: &ViewInfo) -> Result<RecordBatch> {
         let slots = self.groups.live_slots();
@@ -1212,7 +1217,7 @@ impl Engine {
     pub fn has_pending(&self) -> bool {
         self.views
             .iter()
-            .any(|v| matches!(&v.kind, ViewKind::Aggregate(a) if !a.pending.is_empty() || a.buffered.as_ref().is_some_and(|b| !b.is_empty())))
+            .any(|v| matches!(&v.kind, ViewKind::Aggregate(a) if a.unemitted()))
     }
 
     /// Input rows the views keep over absorbed rounds, not aggregated yet.
@@ -3140,27 +3145,22 @@ mod tests {
             .iter()
             .filter(|v| matches!(&v.kind, ViewKind::Aggregate(a) if a.buffered.is_some()))
             .count();
-        assert!(kept_views >= 5, "{kept_views} views keep their input rows");
+        assert!(kept_views >= 4, "{kept_views} views keep their input rows");
+        // Only views whose results cannot depend on how their rows are split: a sum of
+        // fractions (revenue) is not kept, counts and sums of integers are.
+        let keeps = |name: &str| {
+            capped.views.iter().any(|v| {
+                v.info.name == name
+                    && matches!(&v.kind, ViewKind::Aggregate(a) if a.buffered.is_some())
+            })
+        };
+        assert!(!keeps("product_sales") && !keeps("review_sentiment"));
+        assert!(keeps("customer_interactions") && keeps("gender_engagement"));
         let sent = StepOutput::rows_changed;
         let rows = |e: &mut Engine, v: &str| -> Vec<String> {
             let Some(b) = e.snapshot(v).unwrap() else {
                 return Vec::new();
             };
-            // Sums of floats taken in another order (a round's partial sums, or several
-            // rounds' rows at once) differ in their last bits: compare ten digits.
-            let cols = b
-                .columns()
-                .iter()
-                .map(
-                    |c| match c.as_primitive_opt::<arrow::datatypes::Float64Type>() {
-                        Some(f) => Arc::new(f.unary::<_, arrow::datatypes::Float64Type>(|x| {
-                            format!("{x:.9e}").parse().unwrap_or(x)
-                        })) as ArrayRef,
-                        None => c.clone(),
-                    },
-                )
-                .collect();
-            let b = RecordBatch::try_new(b.schema(), cols).unwrap();
             let text = arrow::util::pretty::pretty_format_batches(&[b])
                 .unwrap()
                 .to_string();
