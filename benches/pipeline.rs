@@ -708,14 +708,16 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             rt.block_on(pipe.run(&[round]));
         }
     };
-    // Times one slice (`per_slice` rounds): events/s, view rows changed, events.
-    let slice = |pipe: &mut Pipe, feed: &mut Feed| {
-        let rounds: Vec<_> = (0..per_slice).map(|_| feed.round(batch)).collect();
+    // Times `k` rounds and one emit: events/s, view rows changed, events.
+    let timed = |pipe: &mut Pipe, feed: &mut Feed, k: usize| {
+        let rounds: Vec<_> = (0..k).map(|_| feed.round(batch)).collect();
         let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
         let t = Instant::now();
         let changed = rt.block_on(pipe.run(&rounds));
         (n as f64 / t.elapsed().as_secs_f64(), changed, n)
     };
+    // One slice: `per_slice` rounds.
+    let slice = |pipe: &mut Pipe, feed: &mut Feed| timed(pipe, feed, per_slice);
     for &cp in &checkpoints {
         advance(&mut pipe, &mut feed, &mut done, cp);
         let before = busy(&pipe.engine);
@@ -842,23 +844,17 @@ fn flatness(fixed_catalog: bool, join_only: bool) {
             s.1 += b1 - *b0;
         }
     };
-    let timed = |pipe: &mut Pipe, feed: &mut Feed| {
-        let rounds: Vec<_> = (0..period).map(|_| feed.round(batch)).collect();
-        let n: usize = rounds.iter().flatten().map(|r| r.len()).sum();
-        let t = Instant::now();
-        rt.block_on(pipe.run(&rounds));
-        n as f64 / t.elapsed().as_secs_f64()
-    };
+    let period_rate = |pipe: &mut Pipe, feed: &mut Feed| timed(pipe, feed, period).0;
     for k in 0..SLICES {
         let (mut early, mut early_feed) = lane();
         advance(&mut early, &mut early_feed, &mut 0, checkpoints[0]);
         let (e0, l0) = (parts(&early), parts(&pipe));
         let (re, rl) = if k % 2 == 0 {
-            let re = timed(&mut early, &mut early_feed);
-            (re, timed(&mut pipe, &mut feed))
+            let re = period_rate(&mut early, &mut early_feed);
+            (re, period_rate(&mut pipe, &mut feed))
         } else {
-            let rl = timed(&mut pipe, &mut feed);
-            (timed(&mut early, &mut early_feed), rl)
+            let rl = period_rate(&mut pipe, &mut feed);
+            (period_rate(&mut early, &mut early_feed), rl)
         };
         add(&mut early_spent, &e0, &early);
         add(&mut late_spent, &l0, &pipe);

@@ -1268,17 +1268,21 @@ impl Engine {
                 "GROUPING SETS are not supported in continuous views",
             ));
         }
-        let partial: Arc<dyn ExecutionPlan> = Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Partial,
-                base.group_expr().clone(),
-                base.aggr_expr().to_vec(),
-                base.filter_expr().to_vec(),
-                base.input().clone(),
-                base.input_schema(),
-            )
-            .map_err(|e| view_error(def, &e))?,
-        );
+        // The view's partial aggregate over `input`.
+        let partial_over = |input: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
+            Ok(Arc::new(
+                AggregateExec::try_new(
+                    AggregateMode::Partial,
+                    base.group_expr().clone(),
+                    base.aggr_expr().to_vec(),
+                    base.filter_expr().to_vec(),
+                    input,
+                    base.input_schema(),
+                )
+                .map_err(|e| view_error(def, &e))?,
+            ))
+        };
+        let partial = partial_over(base.input().clone())?;
         // Absorbing rounds, a view without windows over events keeps its input rows (what
         // the partial aggregate reads: after lookups and filters) and aggregates them in one
         // run per emit ([`Buffered`]), if that cannot change its results: emits come with
@@ -1293,18 +1297,7 @@ impl Engine {
                 LiveScanExec::new(input.schema(), data.clone(), None)
                     .map_err(|e| view_error(def, &e))?,
             );
-            let over: Arc<dyn ExecutionPlan> = Arc::new(
-                AggregateExec::try_new(
-                    AggregateMode::Partial,
-                    base.group_expr().clone(),
-                    base.aggr_expr().to_vec(),
-                    base.filter_expr().to_vec(),
-                    scan,
-                    base.input_schema(),
-                )
-                .map_err(|e| view_error(def, &e))?,
-            );
-            Some(Buffered::new(input, over, data))
+            Some(Buffered::new(input, partial_over(scan)?, data))
         } else {
             None
         };
